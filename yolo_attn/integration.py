@@ -1,0 +1,334 @@
+"""The single seam between yolo_attn and ultralytics.
+
+This is the only module that touches ultralytics internals. It
+
+- keeps the registry of yolo_attn blocks that YAML model configs may name (:func:`register_block`);
+- wraps ``ultralytics.nn.tasks.parse_model`` so that a registered block receives exactly what ultralytics gives its
+  own C3 / C3TR: ``c1`` = the real output channels of its ``from`` layer, ``c2`` = the YAML's first argument scaled
+  by the width multiple and capped by ``max_channels``, and the repeat count scaled by the depth multiple;
+- turns an unknown YAML module name into an error that names the name, the layer and what is available;
+- puts our classes on torch's safe-globals list (``ULTRALYTICS_SAFE_LOAD=1``);
+- provides the :class:`YOLO` model class and the :class:`AttnDetectionTrainer` that DDP workers import.
+
+How the channel inference works: ultralytics infers channels only for modules in two sets built inside
+``parse_model`` (identity membership, so subclasses do not qualify). The wrapper hands each of our layers to the
+original parser as a stand-in ultralytics module (``C3`` with args ``[c2]`` for repeatable blocks, ``Conv`` for the
+others), reads the resolved ``c1``, ``c2`` and ``n`` back from the built stand-in, and builds the real block in its
+place. Our YAML arguments never pass through ultralytics' ``ast.literal_eval``: strings and mappings reach the
+block exactly as YAML wrote them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+import re
+import sys
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+import ultralytics
+import ultralytics.nn.tasks as tasks
+from ultralytics.models import YOLO as _UltralyticsYOLO
+from ultralytics.models.yolo.detect import DetectionTrainer
+
+__all__ = [
+    "TESTED_ULTRALYTICS",
+    "YOLO",
+    "AttnDetectionTrainer",
+    "YamlConfigError",
+    "install",
+    "register_block",
+    "registered_blocks",
+    "resolve_config",
+]
+
+LOGGER = logging.getLogger("yolo_attn")
+TESTED_ULTRALYTICS = ((8, 4), (8, 5))  # [lower, upper) on (major, minor)
+CONFIG_DIR = Path(__file__).parent / "cfg"
+DEFAULT_MODEL = "yolov5n-local.yaml"
+
+
+class YamlConfigError(ValueError):
+    """A model config names something that cannot be built; the message says which layer and what is allowed."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type[nn.Module]
+    repeat: bool  # True: (c1, c2, n, *args), n scaled by depth; False: (c1, c2, *args), n must be 1
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_block(cls: type[nn.Module] | None = None, *, name: str | None = None, repeat: bool = True):
+    """Make a block class resolvable by name in ultralytics YAML model configs.
+
+    The block is built as ``cls(c1, c2, n, *args)`` (``repeat=True``) or ``cls(c1, c2, *args)`` (``repeat=False``),
+    where ``c1`` is the real channel count of its input, ``c2`` the YAML's first argument scaled by the model's
+    width multiple (capped by ``max_channels``), ``n`` the YAML repeat count scaled by the depth multiple, and
+    ``args`` the remaining YAML arguments exactly as written. The block must output ``c2`` channels.
+
+    Registering the same class twice is harmless; registering a different class under a taken name is an error.
+    Usable as a decorator, with or without arguments.
+
+    Args:
+        cls: The ``nn.Module`` subclass to register.
+        name: YAML name; defaults to the class name.
+        repeat: Whether the block takes a depth-scaled repeat count as its third argument.
+
+    Returns:
+        The class itself (or a decorator, when called without ``cls``).
+
+    Examples:
+        >>> @register_block
+        ... class MyBlock(nn.Module):
+        ...     def __init__(self, c1, c2, n=1):
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(c1, c2, 1)
+    """
+    if cls is None:
+        return functools.partial(register_block, name=name, repeat=repeat)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_block expects an nn.Module subclass, got {cls!r}")
+    key = name or cls.__name__
+    if not key.isidentifier():
+        raise ValueError(f"block name {key!r} is not a valid identifier")
+    old = _REGISTRY.get(key)
+    same = old is not None and (old.cls is cls or _qualname(old.cls) == _qualname(cls))  # module re-import
+    if old is not None and not same:
+        raise ValueError(f"block name {key!r} is already registered to {_qualname(old.cls)}; pass name=... to rename")
+    if key in vars(tasks) and not same:
+        raise ValueError(f"block name {key!r} would shadow ultralytics' own module of that name; choose another name")
+    _REGISTRY[key] = _Entry(cls, repeat)
+    allow_safe_load(cls)
+    install()
+    return cls
+
+
+def registered_blocks() -> dict[str, type[nn.Module]]:
+    """Return ``{yaml_name: class}`` of every registered block.
+
+    Returns:
+        A new dict, sorted by name.
+    """
+    return {k: _REGISTRY[k].cls for k in sorted(_REGISTRY)}
+
+
+def allow_safe_load(*classes: type) -> None:
+    """Put classes on torch's safe-globals list so ``ULTRALYTICS_SAFE_LOAD=1`` checkpoints can contain them.
+
+    Args:
+        *classes: Classes that pickled models reference.
+    """
+    torch.serialization.add_safe_globals(list(classes))
+
+
+def allow_package_classes(package: str = "yolo_attn") -> None:
+    """Allow every ``nn.Module`` subclass defined in the already-imported modules of ``package`` for safe loading.
+
+    Args:
+        package: Top-level package name whose modules are scanned.
+    """
+    found = []
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not (mod_name == package or mod_name.startswith(package + ".")):
+            continue
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == mod_name:
+                found.append(obj)
+    allow_safe_load(*found)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --------------------------------------------------------------------------------------------------- parse_model seam
+def _check_version() -> None:
+    try:
+        major, minor = (int(x) for x in ultralytics.__version__.split(".")[:2])
+    except ValueError:
+        major = minor = -1
+    lo, hi = TESTED_ULTRALYTICS
+    if not lo <= (major, minor) < hi:
+        LOGGER.warning(
+            f"yolo_attn was tested with ultralytics >={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}; found {ultralytics.__version__}. "
+            f"If models fail to build, install a tested version: pip install 'ultralytics>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}'"
+        )
+    missing = [n for n in ("parse_model", "C3", "Conv") if not hasattr(tasks, n)]
+    if missing:
+        raise ImportError(
+            f"ultralytics {ultralytics.__version__} lacks ultralytics.nn.tasks.{', '.join(missing)}, which yolo_attn "
+            f"needs; install a tested version: pip install 'ultralytics>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}'"
+        )
+
+
+def install() -> None:
+    """Install the ``parse_model`` wrapper into ultralytics (idempotent; called on ``import yolo_attn``)."""
+    if getattr(tasks.parse_model, "_yolo_attn_original", None) is not None:
+        return
+    _check_version()
+    original = tasks.parse_model
+
+    @functools.wraps(original)
+    def parse_model(d: dict, ch: int, verbose: bool = True):
+        return _parse_model(original, d, ch, verbose)
+
+    parse_model._yolo_attn_original = original
+    tasks.parse_model = parse_model
+
+
+def _resolves_in_ultralytics(name: str) -> bool:
+    """Whether ultralytics' own parse_model can resolve a YAML module name (same rules, no import side effects)."""
+    if name.startswith("nn."):
+        return hasattr(nn, name[3:])
+    if name.startswith("torchvision.ops."):
+        import torchvision
+
+        return hasattr(torchvision.ops, name[16:])
+    return name in vars(tasks)
+
+
+def _unknown_module_message(i: int, name: Any) -> str:
+    ours = sorted(_REGISTRY)
+    pool = ours + [n for n, v in vars(tasks).items() if isinstance(v, type) and issubclass(v, nn.Module)]
+    close = difflib.get_close_matches(str(name), pool, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return (
+        f"layer {i}: unknown module {name!r}.{hint} yolo_attn provides: {', '.join(ours) or '(none registered)'}; "
+        "ultralytics modules (Conv, C3, SPPF, Concat, Detect, ...) and nn.<Name> / torchvision.ops.<Name> also work."
+    )
+
+
+def _layers(d: dict) -> list:
+    for key in ("backbone", "head"):
+        if not isinstance(d.get(key), list):
+            raise YamlConfigError(f"model config needs a '{key}' list of layers, got {type(d.get(key)).__name__}")
+    return d["backbone"] + d["head"]
+
+
+def _parse_model(original: Callable, d: dict, ch: int, verbose: bool):
+    """Parse a model dict with ultralytics, building registered yolo_attn blocks with inferred channels."""
+    layers = _layers(d)
+    ours: dict[int, tuple[str, list]] = {}
+    standin_layers = []
+    for i, layer in enumerate(layers):
+        if not (isinstance(layer, (list, tuple)) and len(layer) == 4):
+            raise YamlConfigError(f"layer {i}: expected [from, number, module, args], got {layer!r}")
+        f, n, m, args = layer
+        if not isinstance(m, str) or not (m in _REGISTRY or _resolves_in_ultralytics(m)):
+            raise YamlConfigError(_unknown_module_message(i, m))
+        if m not in _REGISTRY:
+            standin_layers.append(layer)
+            continue
+        entry = _REGISTRY[m]
+        if not isinstance(args, list) or not args or isinstance(args[0], bool) or not isinstance(args[0], int):
+            raise YamlConfigError(
+                f"layer {i} ({m}): the first argument must be the output channel count (int), got args={args!r}"
+            )
+        if not isinstance(n, int) or n < 1 or (not entry.repeat and n != 1):
+            allowed = "an int >= 1" if entry.repeat else "1 (this block does not repeat)"
+            raise YamlConfigError(f"layer {i} ({m}): number={n!r} is not allowed; use {allowed}")
+        ours[i] = (m, list(args[1:]))
+        standin_layers.append([f, n, "C3" if entry.repeat else "Conv", [args[0]]])
+    if not ours:
+        return original(d, ch, verbose=verbose)
+
+    d2 = deepcopy(d)
+    nb = len(d2["backbone"])
+    d2["backbone"], d2["head"] = standin_layers[:nb], standin_layers[nb:]
+    model, save = original(d2, ch, verbose=False)
+    for i, (name, extra) in ours.items():
+        stand = model[i]
+        entry = _REGISTRY[name]
+        if entry.repeat:
+            c1, c2, n = stand.cv1.conv.in_channels, stand.cv3.conv.out_channels, len(stand.m)
+            head = (c1, c2, n)
+        else:
+            head = (stand.conv.in_channels, stand.conv.out_channels)
+        try:
+            block = entry.cls(*head, *deepcopy(extra))
+        except (TypeError, ValueError) as e:
+            raise YamlConfigError(f"layer {i} ({name}) with args {extra!r}: {e}") from None
+        block.np = sum(p.numel() for p in block.parameters())
+        block.i, block.f, block.type = i, stand.f, _qualname(entry.cls)
+        model[i] = block
+    if verbose:
+        _print_table(d, model)
+    return model, save
+
+
+def _print_table(d: dict, model: nn.Sequential) -> None:
+    """Log the layer table ultralytics prints, with our blocks shown under their real names."""
+    from ultralytics.utils import LOGGER as ULOG
+
+    ULOG.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    for (f, n, m, args), layer in zip(_layers(d), model):
+        ULOG.info(f"{layer.i:>3}{f!s:>20}{n:>3}{layer.np:10.0f}  {layer.type:<45}{args!s:<30}")
+
+
+# ------------------------------------------------------------------------------------------------ model and trainer
+class AttnDetectionTrainer(DetectionTrainer):
+    """ultralytics' detection trainer, living in yolo_attn.
+
+    Multi-GPU training pickles the trainer class into the DDP launch file; because this class lives in yolo_attn,
+    every worker imports yolo_attn (registering our blocks) before it rebuilds the model from the YAML.
+    """
+
+
+def resolve_config(model: str | Path) -> str | Path:
+    """Resolve a bare config name such as ``yolov5s-local.yaml`` to the config shipped with yolo_attn.
+
+    Paths that exist (with or without the scale letter, as ultralytics resolves them) are returned unchanged.
+
+    Args:
+        model: A path or file name.
+
+    Returns:
+        The path to use.
+    """
+    if not isinstance(model, (str, Path)) or Path(model).suffix.lower() not in {".yaml", ".yml"}:
+        return model
+    p = Path(model)
+    unified = p.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix)
+    if p.exists() or unified.exists():
+        return model
+    if len(p.parts) == 1 and (CONFIG_DIR / unified.name).exists():
+        return str(CONFIG_DIR / p.name)
+    return model
+
+
+class YOLO(_UltralyticsYOLO):
+    """ultralytics' ``YOLO`` with yolo_attn's configs and trainer.
+
+    Bare config names (``"yolov5n-local.yaml"``) resolve to the configs shipped in ``yolo_attn/cfg``; detection
+    training uses :class:`AttnDetectionTrainer` so multi-GPU (DDP) workers know our blocks.
+
+    Args:
+        model: Config YAML, checkpoint (``.pt``) or exported model path.
+        task: Task override; detection is what yolo_attn configs build.
+        verbose: Print model info on load.
+
+    Examples:
+        >>> model = YOLO("yolov5n-c3tr.yaml")
+        >>> model.model.yaml["scale"]
+        'n'
+    """
+
+    def __init__(self, model: str | Path = DEFAULT_MODEL, task: str | None = None, verbose: bool = False) -> None:
+        super().__init__(resolve_config(model), task=task, verbose=verbose)
+
+    @property
+    def task_map(self) -> dict[str, dict[str, Any]]:
+        """ultralytics' task map with our detection trainer."""
+        mapping = dict(super().task_map)
+        mapping["detect"] = {**mapping["detect"], "trainer": AttnDetectionTrainer}
+        return mapping
