@@ -24,6 +24,7 @@ import difflib
 import functools
 import logging
 import re
+import shutil
 import sys
 from copy import deepcopy
 from dataclasses import dataclass
@@ -306,6 +307,26 @@ def resolve_config(model: str | Path) -> str | Path:
     return model
 
 
+def ensure_fonts() -> None:
+    """Make ultralytics' plotting fonts resolve locally so train/val never wait on a font download.
+
+    ultralytics looks for ``Arial.ttf`` / ``Arial.Unicode.ttf`` in its user config directory and downloads them when
+    missing (a network attempt with a time-out on offline machines). Where they are missing we place a copy of
+    matplotlib's bundled DejaVu Sans under those names; existing files are never touched.
+    """
+    from matplotlib import get_data_path
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    src = Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        dst = Path(USER_CONFIG_DIR) / name
+        if not dst.exists() and src.exists():
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as e:  # read-only config dir: ultralytics falls back on its own
+                LOGGER.debug(f"could not place offline font {dst}: {e}")
+
+
 class YOLO(_UltralyticsYOLO):
     """ultralytics' ``YOLO`` with yolo_attn's configs and trainer.
 
@@ -324,6 +345,7 @@ class YOLO(_UltralyticsYOLO):
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, task: str | None = None, verbose: bool = False) -> None:
+        ensure_fonts()
         super().__init__(resolve_config(model), task=task, verbose=verbose)
 
     @property
