@@ -1,0 +1,240 @@
+"""Learned-pattern attention (clustering, Sinkhorn, linear, global tokens) vs an independent float64 reference.
+
+The reference below is written independently of ``yolo_attn.attention.kernel``: explicit logits, ``-inf`` masking,
+softmax in float64. Cluster and Sinkhorn attention expose the mask they actually used; their output and gradients must
+equal the reference under that mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from yolo_attn.attention.cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
+from yolo_attn.attention.linear import LinearAttention, linear_attention
+from yolo_attn.attention.sinkhorn import SinkhornAttention, log_sinkhorn, sinkhorn_attention, sinkhorn_mask
+
+SIZES = [(5, 7), (8, 8), (13, 10)]
+DIM, HEADS = 32, 4
+
+
+def dense_reference(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d)) v in float64 under a bool mask (True = may attend)."""
+    q, k, v = q.double(), k.double(), v.double()
+    logits = torch.einsum("...qd,...kd->...qk", q, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.einsum("...qk,...kd->...qd", logits.softmax(-1), v)
+
+
+def linear_reference(q, k, v):
+    """Explicit N x N normalized elu+1 kernel weights, float64."""
+    phi_q, phi_k = torch.nn.functional.elu(q.double()) + 1, torch.nn.functional.elu(k.double()) + 1
+    weights = phi_q @ phi_k.transpose(-2, -1)
+    return (weights / weights.sum(-1, keepdim=True)) @ v.double()
+
+
+def _leaves(module, x):
+    return [t.detach().clone().requires_grad_(True) for t in module.split_heads(x)]
+
+
+def _cluster_core(module, q, k, v):
+    ids = module.route(q, k)
+    return cluster_attention(q, k, v, ids, module.num_clusters), cluster_mask(ids, module.num_clusters)
+
+
+def _sinkhorn_core(module, q, k, v):
+    log_p = log_sinkhorn(module.sort_logits(q, k), module.n_iters, module.temperature).detach()
+    out, choice = sinkhorn_attention(q, k, v, log_p, module.block_size)
+    return out, sinkhorn_mask(choice, q.shape[2], module.block_size)
+
+
+MASKED = {
+    "kmeans": (lambda: ClusterAttention(DIM, HEADS, num_clusters=4, router="kmeans"), _cluster_core),
+    "lsh": (lambda: ClusterAttention(DIM, HEADS, num_clusters=4, router="lsh", seed=3), _cluster_core),
+    "sinkhorn": (lambda: SinkhornAttention(DIM, HEADS, block_size=8), _sinkhorn_core),
+}
+
+
+def _assert_matches_reference(out, leaves, reference):
+    """Output and d/d(leaves) of ``out`` equal those of ``reference(*float64 leaves)`` within 1e-5."""
+    leaves64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    ref = reference(*leaves64)
+    torch.testing.assert_close(out.double(), ref.detach(), atol=1e-5, rtol=0)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, leaves, grad.to(out.dtype))
+    expected = torch.autograd.grad(ref, leaves64, grad)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.double(), e, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("variant", sorted(MASKED))
+def test_masked_core_equals_reference(variant, batch, hw):
+    make, core = MASKED[variant]
+    module = make().eval()
+    x = torch.randn(batch, hw[0] * hw[1], DIM)
+    q, k, v = _leaves(module, x)
+    out, mask = core(module, q, k, v)
+    n = hw[0] * hw[1]
+    assert mask.shape == (batch, HEADS, n, n) and mask.dtype == torch.bool
+    assert mask.diagonal(dim1=-2, dim2=-1).all()  # every query attends at least itself
+    assert not mask.all()  # the pattern is sparse ...
+    full = dense_reference(q, k, v)
+    ref = dense_reference(q, k, v, mask)
+    assert (ref - full).abs().max() > 1e-3  # ... and it changes the output (non-vacuity)
+    _assert_matches_reference(out, [q, k, v], lambda *qkv: dense_reference(*qkv, mask))
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_linear_core_equals_reference(batch, hw):
+    q, k, v = (torch.randn(batch, HEADS, hw[0] * hw[1], 8, requires_grad=True) for _ in range(3))
+    out = linear_attention(q, k, v)
+    ref = linear_reference(q, k, v)
+    assert (ref - dense_reference(q, k, v)).abs().max() > 1e-3  # a different kernel than softmax
+    _assert_matches_reference(out, [q, k, v], linear_reference)
+
+
+def test_linear_attention_is_stable_for_large_inputs():
+    q, k, v = (torch.randn(1, 2, 64, 8) * 50 for _ in range(3))
+    out = linear_attention(q, k, v)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), linear_reference(q, k, v), atol=1e-3, rtol=1e-4)
+
+
+ALL = {
+    **{name: make for name, (make, _) in MASKED.items()},
+    "linear": lambda: LinearAttention(DIM, HEADS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_module_forward_matches_reference_under_used_mask(name):
+    module = ALL[name]().eval()
+    hw = (5, 7)
+    x = torch.randn(2, 35, DIM)
+    q, k, v = module.split_heads(x)
+    if name == "linear":
+        out, ref = module(x, hw), linear_reference(q, k, v)
+    else:
+        out, mask = module(x, hw, return_mask=True)
+        ref = dense_reference(q, k, v, mask)
+    torch.testing.assert_close(out, module.merge_heads(ref.float()), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_shapes_and_every_parameter_gets_a_gradient(name, batch, hw):
+    module = ALL[name]().train()
+    x = torch.randn(batch, hw[0] * hw[1], DIM, requires_grad=True)
+    out = module(x, hw)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    out.square().sum().backward()
+    for pname, p in module.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_eval_is_deterministic_and_train_without_dropout_matches_eval(name):
+    module = ALL[name]()
+    x = torch.randn(2, 64, DIM)
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    module.eval()
+    with torch.no_grad():
+        first, second = module(x, (8, 8)), module(x, (8, 8))
+        torch.testing.assert_close(first, second, atol=0, rtol=0)
+        for key, value in module.state_dict().items():  # eval never touches buffers
+            torch.testing.assert_close(value, state[key], atol=0, rtol=0)
+        train_out = module.train()(x, (8, 8))  # routing uses the centroids as they were before the EMA step
+    torch.testing.assert_close(train_out, first, atol=1e-6, rtol=0)
+
+
+def test_kmeans_centroids_ema_update_is_deterministic_and_training_only():
+    def run(steps: int) -> torch.Tensor:
+        torch.manual_seed(1)
+        module = ClusterAttention(DIM, HEADS, num_clusters=4, ema_decay=0.9, seed=7).train()
+        for _ in range(steps):
+            module(torch.randn(2, 35, DIM), (5, 7))
+        return module.centroids
+
+    start, once, again = run(0), run(3), run(3)
+    torch.testing.assert_close(once, again, atol=0, rtol=0)
+    assert (once - start).abs().max() > 1e-4
+    torch.testing.assert_close(once.norm(dim=-1), torch.ones(HEADS, 4))
+    assert "centroids" in ClusterAttention(DIM, HEADS).state_dict()
+
+
+def test_dropout_only_in_training():
+    module = ClusterAttention(DIM, HEADS, num_clusters=2, attn_drop=0.5, proj_drop=0.5, router="lsh")
+    x = torch.randn(1, 35, DIM)
+    with torch.no_grad():
+        assert not torch.equal(module.train()(x, (5, 7)), module(x, (5, 7)))
+        torch.testing.assert_close(module.eval()(x, (5, 7)), module(x, (5, 7)), atol=0, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_trace_and_onnx_export_match(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    module = ALL[name]().eval()
+    x = torch.randn(2, 35, DIM)
+    wrapper = _Fixed(module, (5, 7)).eval()
+    with torch.no_grad():
+        expected = module(x, (5, 7))
+        traced = torch.jit.trace(wrapper, (x,))
+        torch.testing.assert_close(traced(x), expected, atol=1e-6, rtol=0)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(wrapper, (x,), str(path), opset_version=17, dynamo=False, input_names=["x"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=0)
+
+
+class _Fixed(torch.nn.Module):
+    """Binds ``hw`` so trace / export see a single tensor input."""
+
+    def __init__(self, module: torch.nn.Module, hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.module, self.hw = module, hw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x, self.hw)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: ClusterAttention(30, 4), r"dim=30 must be divisible by num_heads=4"),
+        (lambda: ClusterAttention(DIM, HEADS, router="hash"), r"router='hash'.*\('kmeans', 'lsh'\)"),
+        (lambda: ClusterAttention(DIM, HEADS, num_clusters=3, router="lsh"), r"num_clusters=3"),
+        (lambda: ClusterAttention(DIM, HEADS, ema_decay=1.0), r"ema_decay=1.0"),
+        (lambda: SinkhornAttention(DIM, HEADS, temperature=0.0), r"temperature=0.0"),
+        (lambda: SinkhornAttention(DIM, HEADS, block_size=0), r"block_size=0"),
+        (lambda: LinearAttention(DIM, HEADS, attn_drop=0.1), r"attn_drop=0.1.*allowed: 0.0"),
+        (lambda: LinearAttention(DIM, HEADS, proj_drop=1.5), r"proj_drop=1.5"),
+    ],
+)
+def test_constructor_errors_name_the_bad_value(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("cls", [ClusterAttention, SinkhornAttention, LinearAttention])
+def test_unknown_kwargs_and_bad_inputs_are_rejected(cls):
+    with pytest.raises(TypeError):
+        cls(DIM, HEADS, window_size=3)
+    module = cls(DIM, HEADS)
+    with pytest.raises(ValueError, match=r"x.shape\[1\]=35 does not match hw=\(6, 6\)"):
+        module(torch.randn(1, 35, DIM), (6, 6))
+    with pytest.raises(ValueError, match=r"C = dim = 32"):
+        module(torch.randn(1, 35, 16), (5, 7))
+
+
+def test_routers_constant():
+    assert ROUTERS == ("kmeans", "lsh")
