@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_attention", "mask_to_bias"]
+__all__ = ["masked_attention", "mask_to_bias", "attention_weights"]
 
 
 def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -66,12 +66,40 @@ def masked_attention(
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     logits = torch.matmul(q * scale, k.transpose(-2, -1))
+    weights = attention_weights(logits, mask=mask, bias=bias, dropout_p=dropout_p)
+    return torch.matmul(weights.to(v.dtype), v)
+
+
+def attention_weights(
+    logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Masked, numerically stable softmax over the last dimension of precomputed (already scaled) logits.
+
+    Used directly by paths whose logits are not a single ``q k^T`` product (axial attention joins row and
+    column logits in one softmax).
+
+    Args:
+        logits: Scaled logits ``[..., Q, R]``.
+        mask: Optional bool tensor broadcastable to ``logits``; True = may attend.
+        bias: Optional float tensor broadcastable to ``logits``, added before the softmax.
+        dropout_p: Dropout probability on the weights (pass 0.0 in eval mode).
+
+    Returns:
+        Weights ``[..., Q, R]`` (rows sum to 1 before dropout), in at least float32 precision.
+
+    Examples:
+        >>> attention_weights(torch.zeros(1, 2)).tolist()
+        [[0.5, 0.5]]
+    """
     if bias is not None:
         logits = logits + bias.to(logits.dtype)
     if mask is not None:
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
     # softmax in at least fp32: stable under bf16/fp16 autocast
-    weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(v.dtype)
+    weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
-    return torch.matmul(weights, v)
+    return weights

@@ -1,0 +1,291 @@
+"""Tiled gather executor: exact sparse attention for separable mask patterns without any ``N x N`` tensor.
+
+A pattern is *separable* when its 2-D mask is the product of one 1-D predicate on rows and one on columns
+(``local``, ``dilated``, ``window``; the 1-D sequence forms use a trivial row axis). For each axis an
+:class:`AxisPlan` groups query positions into tiles of ``t`` slots and gives every tile a fixed-size list of ``R``
+key positions that contains the union of its queries' neighbourhoods, plus the exact boolean mask inside the tile,
+evaluated with the *same* predicate as the specification in :mod:`yolo_attn.attention.patterns`. The 2-D plan is
+the outer product of the two axis plans: ``T = Tr * Tc`` tiles of ``Q = tr * tc`` queries and ``R = Rr * Rc`` keys.
+
+Queries are gathered into ``[B, heads, T, Q, d]``, keys/values into ``[B, heads, T, R, d]``, attention runs in
+:func:`~yolo_attn.attention.kernel.masked_attention` with the cached additive mask ``[T, Q, R]``, and every token
+reads its output back from its one *home* slot. Padding slots (clamped, duplicated positions) are computed but
+never read, and duplicated keys are masked, so outputs and gradients are exact. Memory is ``O(N * R)``.
+
+All index tensors are built with ``torch.arange`` arithmetic (no loops over tiles) and cached per
+``(kind, h, w, params, device)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .kernel import mask_to_bias, masked_attention
+from .patterns import axis_neighbourhood, axis_window, band, window_shift
+
+__all__ = ["AxisPlan", "TilePlan", "neighbourhood_axis", "window_axis", "band_axis", "tile_plan", "tiled_attention"]
+
+Predicate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tiling of one axis of length ``L``.
+
+    Attributes:
+        q_pos: ``LongTensor[T, t]`` query position of each tile slot (clamped into the axis).
+        k_pos: ``LongTensor[T, R]`` key position of each tile key slot (clamped into the axis).
+        mask: ``BoolTensor[T, t, R]`` exact spec predicate, False on padded / duplicated key slots.
+        home: ``LongTensor[L]`` flat slot ``tile * t + slot`` that owns each position's output.
+        pred: The spec predicate ``(pq, pk) -> bool`` used to build ``mask`` (reused to dedupe global keys).
+    """
+
+    q_pos: torch.Tensor
+    k_pos: torch.Tensor
+    mask: torch.Tensor
+    home: torch.Tensor
+    pred: Predicate
+
+
+def _axis_plan(q_pos, q_home, k_pos, k_ok, pred) -> AxisPlan:
+    mask = pred(q_pos[:, :, None], k_pos[:, None, :]) & k_ok[:, None, :]
+    return AxisPlan(q_pos, k_pos, mask, q_home, pred)
+
+
+def neighbourhood_axis(length: int, window: int, dilation: int, tile: int) -> AxisPlan:
+    """Axis plan for the (dilated) neighbourhood of :func:`~yolo_attn.attention.patterns.axis_neighbourhood`.
+
+    Tiles live inside one residue sub-grid (positions ``r + dilation * m``): ``t`` consecutive ``m`` per tile and
+    ``R = t + k - 1`` consecutive sub-grid keys starting at the first query's window (shifted to fit the sub-grid).
+
+    Args:
+        length: Axis length ``L``.
+        window: Window size ``k``.
+        dilation: Key spacing ``d``.
+        tile: Queries per tile along this axis.
+
+    Returns:
+        The :class:`AxisPlan`.
+
+    Examples:
+        >>> neighbourhood_axis(20, 7, 1, 8).mask.shape
+        torch.Size([3, 8, 14])
+    """
+    d = min(dilation, length)  # identical semantics: every residue sub-grid then has length 1
+    sub_max = (length + d - 1) // d
+    t = min(tile, sub_max)
+    n_tiles = (sub_max + t - 1) // t
+    r_len = min(t + min(window, sub_max) - 1, sub_max)
+    res = torch.arange(d)[:, None, None]
+    sub_len = (length - res + d - 1) // d  # [d, 1, 1]
+    mq = (torch.arange(n_tiles)[None, :, None] * t + torch.arange(t)).clamp(max=sub_len - 1)  # [d, n, t]
+    k = sub_len.clamp(max=window)
+    first = torch.minimum((mq[:, :, :1] - k // 2).clamp(min=0), sub_len - k)
+    ks = torch.minimum(first, (sub_len - r_len).clamp(min=0))
+    mk = ks + torch.arange(r_len)  # [d, n, R]
+    k_ok = mk < sub_len
+    mk = mk.clamp(max=sub_len - 1)
+    p = torch.arange(length)
+    home = ((p % d) * n_tiles + (p // d) // t) * t + (p // d) % t
+    pred = functools.partial(axis_neighbourhood, length=length, window=window, dilation=d)
+    return _axis_plan(
+        (res + d * mq).reshape(-1, t), home, (res + d * mk).reshape(-1, r_len), k_ok.reshape(-1, r_len), pred
+    )
+
+
+def window_axis(length: int, window: int, shift: bool | int) -> AxisPlan:
+    """Axis plan for Swin windows: one tile per window, keys = queries = the window's positions.
+
+    Args:
+        length: Axis length.
+        window: Requested window size (clamped, see :func:`~yolo_attn.attention.patterns.window_shift`).
+        shift: Shift (False / True / int).
+
+    Returns:
+        The :class:`AxisPlan` with ``t = R = ws``; slots outside the axis are padding.
+
+    Examples:
+        >>> window_axis(13, 8, True).q_pos.shape
+        torch.Size([3, 8])
+    """
+    ws, s = window_shift(length, window, shift)
+    n_tiles = (length + s + ws - 1) // ws
+    pos = torch.arange(n_tiles)[:, None] * ws - s + torch.arange(ws)
+    ok = (pos >= 0) & (pos < length)
+    pos = pos.clamp(0, length - 1)
+    pred = functools.partial(axis_window, window=ws, shift=s)
+    return _axis_plan(pos, torch.arange(length) + s, pos, ok, pred)
+
+
+def band_axis(length: int, window: int, dilation: int, tile: int) -> AxisPlan:
+    """Axis plan for the lectures' 1-D band ``|i - j| <= window * dilation``, ``(i - j) % dilation == 0``.
+
+    Args:
+        length: Sequence length.
+        window: Half-width in steps of ``dilation``.
+        dilation: Step between attended positions.
+        tile: Queries per tile.
+
+    Returns:
+        The :class:`AxisPlan` with ``R = t + 2 * window * dilation`` (clamped to the sequence).
+
+    Examples:
+        >>> band_axis(100, 3, 1, 16).k_pos.shape
+        torch.Size([7, 22])
+    """
+    t = min(tile, length)
+    n_tiles = (length + t - 1) // t
+    reach = window * dilation
+    r_len = min(t + 2 * reach, length)
+    q = (torch.arange(n_tiles)[:, None] * t + torch.arange(t)).clamp(max=length - 1)
+    ks = (q[:, :1] - reach).clamp(0, length - r_len)
+    pred = functools.partial(band, window=window, dilation=dilation)
+    return _axis_plan(q, torch.arange(length), ks + torch.arange(r_len), torch.ones(n_tiles, r_len, dtype=torch.bool), pred)
+
+
+def trivial_axis() -> AxisPlan:
+    """Axis plan of a length-1 axis (the row axis of the 1-D sequence patterns)."""
+    zero = torch.zeros(1, 1, dtype=torch.long)
+    return AxisPlan(zero, zero, torch.ones(1, 1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long), torch.eq)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """2-D tiling: outer product of a row and a column :class:`AxisPlan` over a ``h x w`` map.
+
+    Attributes:
+        rows: Row axis plan.
+        cols: Column axis plan.
+        q_idx: ``LongTensor[T, Q]`` token index of each query slot.
+        k_idx: ``LongTensor[T, R]`` token index of each key slot.
+        bias: ``FloatTensor[T, Q, R]``: 0 where the spec allows, a large negative number elsewhere.
+        home: ``LongTensor[N]`` flat output slot of each token.
+        width: Map width (token ``t = y * width + x``).
+    """
+
+    rows: AxisPlan
+    cols: AxisPlan
+    q_idx: torch.Tensor
+    k_idx: torch.Tensor
+    bias: torch.Tensor
+    home: torch.Tensor
+    width: int
+
+    def allowed(self, tq: torch.Tensor, tk: torch.Tensor) -> torch.Tensor:
+        """Spec predicate on token indices (broadcasting): row predicate and column predicate."""
+        w = self.width
+        return self.rows.pred(tq // w, tk // w) & self.cols.pred(tq % w, tk % w)
+
+    def rel_index(self, extent: tuple[int, int]) -> torch.Tensor:
+        """``LongTensor[T, Q, R]`` index into a flattened ``[(2a-1) * (2b-1)]`` relative position table.
+
+        Offsets ``dy = y_q - y_k`` are clipped to ``[-(a-1), a-1]`` (same for ``dx`` with ``b``).
+        """
+        a, b = extent
+        dy = (self.rows.q_pos[:, :, None] - self.rows.k_pos[:, None, :]).clamp(1 - a, a - 1) + a - 1
+        dx = (self.cols.q_pos[:, :, None] - self.cols.k_pos[:, None, :]).clamp(1 - b, b - 1) + b - 1
+        idx = dy[:, None, :, None, :, None] * (2 * b - 1) + dx[None, :, None, :, None, :]
+        return idx.reshape(self.bias.shape)
+
+
+def _outer(r: torch.Tensor, c: torch.Tensor, w: int) -> torch.Tensor:
+    return (r[:, None, :, None] * w + c[None, :, None, :]).reshape(r.shape[0] * c.shape[0], -1)
+
+
+@functools.lru_cache(maxsize=64)
+def tile_plan(kind: str, h: int, w: int, params: tuple, device: torch.device, dtype: torch.dtype) -> TilePlan:
+    """Build (and cache) the :class:`TilePlan` of a separable pattern.
+
+    Args:
+        kind: ``"neighbourhood"`` (params ``(window, dilation, tile)``), ``"window"`` (``(window, shift)``) or
+            ``"band"`` (``(window, dilation, tile)``, over the flattened sequence).
+        h: Map height.
+        w: Map width.
+        params: Pattern parameters as a hashable tuple.
+        device: Device of the index tensors.
+        dtype: Dtype of the additive bias.
+
+    Returns:
+        The cached :class:`TilePlan`.
+
+    Examples:
+        >>> tile_plan("window", 13, 10, (8, True), torch.device("cpu"), torch.float32).q_idx.shape
+        torch.Size([6, 64])
+    """
+    if kind == "neighbourhood":
+        window, dilation, tile = params
+        rows, cols = neighbourhood_axis(h, window, dilation, tile), neighbourhood_axis(w, window, dilation, tile)
+    elif kind == "window":
+        rows, cols = window_axis(h, *params), window_axis(w, *params)
+    else:
+        window, dilation, tile = params
+        rows, cols, h, w = trivial_axis(), band_axis(h * w, window, dilation, tile), 1, h * w
+    (tr, tc), (rr, rc) = (rows.q_pos.shape[1], cols.q_pos.shape[1]), (rows.k_pos.shape[1], cols.k_pos.shape[1])
+    n_tc = cols.q_pos.shape[0]
+    mask = rows.mask[:, None, :, None, :, None] & cols.mask[None, :, None, :, None, :]
+    y, x = torch.arange(h * w) // w, torch.arange(h * w) % w
+    ry, cx = rows.home[y], cols.home[x]
+    home = (((ry // tr) * n_tc + cx // tc) * tr + ry % tr) * tc + cx % tc
+    to = functools.partial(torch.Tensor.to, device=device)
+    return TilePlan(
+        rows=AxisPlan(*map(to, (rows.q_pos, rows.k_pos, rows.mask, rows.home)), rows.pred),
+        cols=AxisPlan(*map(to, (cols.q_pos, cols.k_pos, cols.mask, cols.home)), cols.pred),
+        q_idx=to(_outer(rows.q_pos, cols.q_pos, w)),
+        k_idx=to(_outer(rows.k_pos, cols.k_pos, w)),
+        bias=to(mask_to_bias(mask.reshape(-1, tr * tc, rr * rc), dtype)),
+        home=to(home),
+        width=w,
+    )
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, idx]`` for ``x [B, h, N, d]`` and ``idx [T, S]`` -> ``[B, h, T, S, d]``."""
+    return x.index_select(2, idx.reshape(-1)).unflatten(2, idx.shape)
+
+
+def tiled_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: TilePlan,
+    bias: torch.Tensor | None = None,
+    extra_k: torch.Tensor | None = None,
+    extra_v: torch.Tensor | None = None,
+    extra_bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Run attention of the spatial tokens over the plan's tiles.
+
+    Args:
+        q: Spatial queries ``[B, heads, N, d]``.
+        k: Spatial keys ``[B, heads, N, d]``.
+        v: Spatial values ``[B, heads, N, dv]``.
+        plan: The :class:`TilePlan` of the pattern.
+        bias: Optional extra additive bias broadcastable to ``[heads, T, Q, R]`` (relative positions).
+        extra_k: Optional keys ``[B, heads, E, d]`` appended to every tile (global keys).
+        extra_v: Values ``[B, heads, E, dv]`` of the extra keys.
+        extra_bias: ``[T, Q, E]`` additive bias for the extra keys (masks keys already in the neighbourhood).
+        dropout_p: Attention dropout probability.
+
+    Returns:
+        ``[B, heads, N, dv]`` outputs of the spatial queries.
+
+    Examples:
+        >>> plan = tile_plan("neighbourhood", 5, 7, (3, 1, 8), torch.device("cpu"), torch.float32)
+        >>> q = torch.randn(1, 2, 35, 4)
+        >>> tiled_attention(q, q, q, plan).shape
+        torch.Size([1, 2, 35, 4])
+    """
+    qt, kt, vt = _gather(q, plan.q_idx), _gather(k, plan.k_idx), _gather(v, plan.k_idx)
+    full_bias = plan.bias if bias is None else plan.bias + bias
+    if extra_k is not None:
+        shape = (-1, -1, qt.shape[2], -1, -1)
+        kt = torch.cat([kt, extra_k.unsqueeze(2).expand(shape)], dim=3)
+        vt = torch.cat([vt, extra_v.unsqueeze(2).expand(shape)], dim=3)
+        full_bias = torch.cat([full_bias, extra_bias.expand(*full_bias.shape[:-1], -1)], dim=-1)
+    out = masked_attention(qt, kt, vt, bias=full_bias, dropout_p=dropout_p)
+    return out.flatten(2, 3).index_select(2, plan.home)
