@@ -8,15 +8,28 @@ the same arguments always give byte-identical files.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import yaml
 
-__all__ = ["SHAPE_CLASSES", "make_shapes_dataset"]
+__all__ = [
+    "DEFAULT_SPEC",
+    "SHAPE_CLASSES",
+    "data_dir",
+    "ensure_generated",
+    "make_shapes_dataset",
+    "render_image",
+    "shapes_dataset",
+]
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross")
+DEFAULT_SPEC = {"n_train": 256, "n_val": 64, "imgsz": 320, "seed": 0, "max_objects": 6}
 
 
 def _polygon(cls: str, cx: float, cy: float, r: float, rng: np.random.Generator) -> np.ndarray:
@@ -120,8 +133,14 @@ def make_shapes_dataset(
     root = Path(root)
     spec = {"n_train": n_train, "n_val": n_val, "imgsz": imgsz, "seed": seed, "max_objects": max_objects}
     data_yaml = root / "shapes.yaml"
-    if data_yaml.exists() and yaml.safe_load(data_yaml.read_text()).get("generator") == spec:
-        return data_yaml
+    if data_yaml.exists():
+        old = yaml.safe_load(data_yaml.read_text()) or {}
+        if old.get("generator") == spec:
+            return data_yaml
+        if "generator" in old:  # ours, other parameters: start clean (stale images, ultralytics' label caches)
+            data_yaml.unlink()
+            for sub in ("images", "labels"):
+                shutil.rmtree(root / sub, ignore_errors=True)
     for split, count in (("train", n_train), ("val", n_val)):
         rng = np.random.default_rng([seed, 0 if split == "train" else 1])
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -135,3 +154,89 @@ def make_shapes_dataset(
             "names": dict(enumerate(SHAPE_CLASSES)), "generator": spec}
     data_yaml.write_text(yaml.safe_dump(meta, sort_keys=False))
     return data_yaml
+
+
+def render_image(imgsz: int, seed: int = 0, max_objects: int = 6) -> np.ndarray:
+    """Draw one image of the shapes distribution (for quick checks such as export parity).
+
+    Args:
+        imgsz: Side of the square image in pixels.
+        seed: Seed of the generator.
+        max_objects: Most objects in the image.
+
+    Returns:
+        A ``uint8`` BGR image ``[imgsz, imgsz, 3]`` (OpenCV layout).
+
+    Examples:
+        >>> render_image(64).shape
+        (64, 64, 3)
+    """
+    return _draw_image(imgsz, np.random.default_rng([seed, 2]), max_objects)[0]
+
+
+def data_dir() -> Path:
+    """The directory yolo_attn generates datasets into (never inside the installed package).
+
+    ``$YOLO_ATTN_DATA_DIR`` when set; otherwise the platform's per-user data directory: ``$XDG_DATA_HOME/yolo_attn``
+    or ``~/.local/share/yolo_attn`` on Linux, ``~/Library/Application Support/yolo_attn`` on macOS,
+    ``%LOCALAPPDATA%\\yolo_attn`` on Windows.
+
+    Returns:
+        The directory (not created here).
+    """
+    if os.environ.get("YOLO_ATTN_DATA_DIR"):
+        return Path(os.environ["YOLO_ATTN_DATA_DIR"]).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "yolo_attn"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "yolo_attn"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "yolo_attn"
+
+
+def shapes_dataset(name: str = "shapes", **spec: Any) -> Path:
+    """Generate (first use) or reuse the shapes dataset ``name`` under :func:`data_dir` and return its data YAML.
+
+    Args:
+        name: Sub-directory of :func:`data_dir` (a plain name, or an absolute path to use as the root).
+        **spec: :func:`make_shapes_dataset` parameters overriding :data:`DEFAULT_SPEC`.
+
+    Returns:
+        Path to the generated data YAML (it holds an absolute ``path:``).
+
+    Examples:
+        >>> shapes_dataset(n_train=8, n_val=4, imgsz=64).name  # doctest: +SKIP
+        'shapes.yaml'
+    """
+    unknown = sorted(set(spec) - set(DEFAULT_SPEC))
+    if unknown:
+        raise ValueError(f"unknown shapes generator parameter(s) {unknown}; known: {sorted(DEFAULT_SPEC)}")
+    root = Path(str(name)).expanduser()
+    if not root.is_absolute():
+        if len(root.parts) != 1 or root.name in {"", ".", ".."}:
+            raise ValueError(f"{name=} must be a plain directory name or an absolute path")
+        root = data_dir() / root
+    return make_shapes_dataset(root, **{**DEFAULT_SPEC, **spec})
+
+
+def ensure_generated(data: dict) -> dict:
+    """Generate the dataset a data YAML's ``generator:`` block describes, and point the dict's paths at it.
+
+    A data YAML may carry ``generator: {name: shapes, n_train: ..., ...}`` (see ``data/shapes.yaml``). This function
+    generates that dataset under :func:`data_dir` (reusing it when present) and sets ``path``, ``train`` and ``val``
+    of ``data`` to absolute locations, in place. ultralytics calls it through the YAML's ``download:`` script, so plain
+    ``ultralytics.YOLO(...).train(data="data/shapes.yaml")`` works too; the ``yolo-attn`` command calls it directly.
+
+    Args:
+        data: A parsed data YAML with a ``generator`` mapping.
+
+    Returns:
+        The same dict, updated.
+    """
+    gen = data.get("generator")
+    if not isinstance(gen, dict):
+        raise ValueError(f"data YAML 'generator:' must be a mapping of shapes parameters, got {gen!r}")
+    gen = dict(gen)
+    yaml_path = shapes_dataset(gen.pop("name", "shapes"), **gen)
+    root = yaml_path.parent.resolve()
+    data.update(path=root, train=str(root / "images" / "train"), val=str(root / "images" / "val"))
+    return data

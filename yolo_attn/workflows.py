@@ -1,0 +1,368 @@
+"""What users do all day, as library functions: train, validate, predict, export (+ exported-model parity check).
+
+The ``yolo-attn`` command (:mod:`yolo_attn.cli`) and ``scripts/*.py`` are thin wrappers over these functions. Every
+keyword ultralytics accepts passes through unchanged; what yolo_attn adds is
+
+- model names resolve to the configs shipped in ``yolo_attn/cfg`` and train with our trainer (:class:`yolo_attn.YOLO`);
+- ``data`` defaults to the synthetic shapes dataset, generated locally on first use (:func:`resolve_data`);
+- nothing is downloaded: a missing weights file or dataset is an error (:class:`WorkflowError`), never a download;
+- a one-line notice when training falls back to the CPU;
+- after an ONNX or TorchScript export, the exported file is run against PyTorch on the same input
+  (:func:`check_export_parity`).
+
+Examples:
+    >>> from yolo_attn import workflows
+    >>> best = workflows.train(epochs=1, imgsz=64)  # doctest: +SKIP
+    >>> workflows.export(best, format="onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from . import integration
+from .data import shapes_dataset
+from .integration import YOLO
+
+__all__ = [
+    "FALLBACK_MODEL",
+    "SHAPES_TRAIN_DEFAULTS",
+    "WorkflowError",
+    "check_export_parity",
+    "default_model",
+    "export",
+    "predict",
+    "resolve_data",
+    "resolve_model",
+    "train",
+    "val",
+]
+
+FALLBACK_MODEL = "yolov5n-c3tr.yaml"  # used while integration.DEFAULT_MODEL is not shipped
+SHAPES_TRAIN_DEFAULTS = {"epochs": 30, "imgsz": 320, "batch": 16}  # small, CPU-friendly; explicit keys win
+PARITY_FORMATS = ("onnx", "torchscript")
+_WEIGHT_SUFFIXES = {".pt", ".pth"}
+
+
+class WorkflowError(ValueError):
+    """A user-facing problem with the arguments (missing file, would-download, unknown device); one-line message."""
+
+
+def _say(msg: str) -> None:
+    print(f"yolo-attn: {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------- resolving
+def default_model() -> str:
+    """The config ``yolo-attn train`` uses without ``model=``: ``integration.DEFAULT_MODEL`` when shipped.
+
+    Returns:
+        A bare config name that :func:`yolo_attn.integration.resolve_config` resolves.
+    """
+    name = integration.DEFAULT_MODEL
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(name).stem) + Path(name).suffix  # as ultralytics
+    return name if (integration.CONFIG_DIR / unified).exists() else FALLBACK_MODEL
+
+
+def resolve_model(model: str | Path | None) -> str:
+    """Check a ``model=`` value without downloading anything.
+
+    Configs (``.yaml``) resolve like :class:`yolo_attn.YOLO` does (shipped configs by bare name, then ultralytics'
+    own configs); any other value must be an existing file (checkpoint or exported model).
+
+    Args:
+        model: Config name/path, checkpoint or exported model; None for :func:`default_model`.
+
+    Returns:
+        The value to hand to :class:`yolo_attn.YOLO`.
+
+    Raises:
+        WorkflowError: When a weights file does not exist (ultralytics would try to download it).
+    """
+    if model is None or model == "":
+        return default_model()
+    model = str(model)
+    if "://" in model:
+        raise WorkflowError(f"model={model} is a URL; yolo-attn never downloads, pass a local file")
+    if Path(model).suffix.lower() in {".yaml", ".yml"}:
+        return str(integration.resolve_config(model))
+    if not Path(model).exists():
+        hint = f" (train one from a config first, e.g. model={default_model()})" if Path(model).suffix in _WEIGHT_SUFFIXES else ""
+        raise WorkflowError(f"model={model}: no such file; yolo-attn never downloads weights{hint}")
+    return model
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise WorkflowError(f"data={path}: cannot read YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise WorkflowError(f"data={path}: expected a mapping with train/val/names, got {type(data).__name__}")
+    return data
+
+
+def resolve_data(data: str | Path | None) -> str:
+    """Turn a ``data=`` value into a local data YAML, generating the shapes dataset where asked, downloading nothing.
+
+    - None: the synthetic shapes dataset with default parameters, generated on first use under
+      :func:`yolo_attn.data.data_dir`.
+    - A data YAML with a ``generator:`` block (``data/shapes.yaml``): that dataset, generated the same way.
+    - Any other data YAML (COCO, VOC, yours; also ultralytics' bundled names such as ``coco.yaml``): used as is, but
+      its images must already be on disk; ultralytics would otherwise start a download.
+
+    Args:
+        data: Path or name of a data YAML, or None.
+
+    Returns:
+        Path of the data YAML to hand to ultralytics.
+
+    Raises:
+        WorkflowError: When the dataset's images are not on disk.
+    """
+    if data is None or data == "":
+        return str(shapes_dataset())
+    data = str(data)
+    p = Path(data).expanduser()
+    if p.is_file() and p.suffix.lower() in {".yaml", ".yml"}:
+        d = _load_yaml(p)
+        if "generator" in d:
+            gen = d["generator"]
+            if not isinstance(gen, dict):
+                raise WorkflowError(f"data={data}: 'generator:' must be a mapping of shapes parameters")
+            gen = dict(gen)
+            try:
+                return str(shapes_dataset(gen.pop("name", "shapes"), **gen))
+            except (TypeError, ValueError) as e:
+                raise WorkflowError(f"data={data}: {e}") from None
+    try:
+        integration.check_dataset_local(data)
+    except FileNotFoundError as e:
+        first = str(e).strip().splitlines()[0]
+        raise WorkflowError(f"data={data}: {first} (yolo-attn never downloads datasets; see docs/workflows.md)") from None
+    except (SyntaxError, TypeError, ValueError) as e:
+        raise WorkflowError(f"data={data}: {str(e).strip().splitlines()[0]}") from None
+    return data
+
+
+def _is_shapes(data_yaml: str) -> bool:
+    p = Path(data_yaml)
+    return p.is_file() and "generator" in _load_yaml(p)
+
+
+def _cuda_requested(device: Any) -> bool:
+    if device is None or device == "":
+        return False
+    s = str(device).lower().replace("cuda:", "").strip("()[] ")
+    return s not in {"cpu", "mps"} and not s.startswith("mps")
+
+
+def _check_device(device: Any) -> None:
+    """One-line CPU notice when CUDA is unavailable; a clear error when CUDA was asked for but is missing."""
+    if torch.cuda.is_available():
+        return
+    if _cuda_requested(device):
+        raise WorkflowError(f"device={device} asks for CUDA, but torch.cuda.is_available() is False; use device=cpu")
+    if device is None or device == "":
+        _say("CUDA is not available: running on CPU (slow; on a GPU machine pass device=0, AMP is on by default)")
+
+
+# ---------------------------------------------------------------------------------------------------------- modes
+def train(model: str | Path | None = None, data: str | Path | None = None, **overrides: Any) -> Path:
+    """Train a detector; with no arguments, the default attention config on the synthetic shapes dataset.
+
+    ``resume=True`` with ``model=.../last.pt`` continues an interrupted run (ultralytics' rules: most arguments come
+    from the checkpoint). On the shapes dataset :data:`SHAPES_TRAIN_DEFAULTS` apply unless given.
+
+    Args:
+        model: Config (``yolov5n-c3tr.yaml``), checkpoint, or ``last.pt`` to resume; None for :func:`default_model`.
+        data: Data YAML; None for the shapes dataset (see :func:`resolve_data`).
+        **overrides: Any ultralytics train argument (``epochs``, ``imgsz``, ``device``, ``batch``, ``project``, ...).
+
+    Returns:
+        Path of ``best.pt`` (``last.pt`` when no best was written).
+    """
+    resume = overrides.get("resume")
+    if resume and not isinstance(resume, bool):  # resume=path/to/last.pt: ultralytics' other spelling
+        model, overrides["resume"] = resume, True
+    model = resolve_model(model)
+    if resume:
+        if Path(model).suffix not in _WEIGHT_SUFFIXES:
+            raise WorkflowError(f"resume needs model=path/to/last.pt of the interrupted run, got model={model}")
+        if data is not None:
+            overrides["data"] = resolve_data(data)
+    else:
+        overrides["data"] = resolve_data(data)
+        if _is_shapes(overrides["data"]):
+            overrides = {**SHAPES_TRAIN_DEFAULTS, **overrides}
+    _check_device(overrides.get("device"))
+    yolo = YOLO(model)
+    yolo.train(**overrides)
+    trainer = yolo.trainer
+    best = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
+    _say(f"best weights: {best}")
+    _say(f"next: yolo-attn val model={best}  |  yolo-attn export model={best} format=onnx")
+    return best
+
+
+def val(model: str | Path, data: str | Path | None = None, **overrides: Any) -> Any:
+    """Validate a checkpoint (``data`` defaults to the dataset it was trained on).
+
+    Args:
+        model: Checkpoint (or exported model) path.
+        data: Data YAML; None for the checkpoint's own.
+        **overrides: Any ultralytics val argument.
+
+    Returns:
+        ultralytics' metrics object (``.box.map`` is mAP50-95).
+    """
+    yolo = YOLO(resolve_model(model))
+    if data is not None:
+        overrides["data"] = resolve_data(data)
+    elif yolo.overrides.get("data"):
+        overrides["data"] = resolve_data(yolo.overrides["data"])
+    else:
+        raise WorkflowError(f"model={model} does not record its dataset; pass data=path/to/data.yaml")
+    _check_device(overrides.get("device"))
+    metrics = yolo.val(**overrides)
+    box = getattr(metrics, "box", None)
+    if box is not None:
+        _say(f"mAP50-95 {box.map:.4f}  mAP50 {box.map50:.4f}  results in {metrics.save_dir}")
+    return metrics
+
+
+def predict(model: str | Path, source: str | Path | None = None, **overrides: Any) -> list:
+    """Run a detector on images, folders, videos or globs and save annotated results (``save=True`` by default).
+
+    Args:
+        model: Checkpoint or exported model path.
+        source: What to run on.
+        **overrides: Any ultralytics predict argument (``conf``, ``save_txt``, ``imgsz``, ...).
+
+    Returns:
+        ultralytics' list of ``Results``.
+    """
+    if source is None or source == "":
+        raise WorkflowError("predict needs source=<image, folder, video or glob>")
+    if "://" not in str(source) and not any(c in str(source) for c in "*?") and not Path(str(source)).exists() \
+            and not str(source).isdigit():
+        raise WorkflowError(f"source={source}: no such file or directory")
+    overrides.setdefault("save", True)
+    yolo = YOLO(resolve_model(model))
+    results = yolo.predict(source=source, **overrides)
+    n = sum(len(r.boxes) for r in results if getattr(r, "boxes", None) is not None)
+    where = f", saved to {results[0].save_dir}" if results and overrides.get("save") else ""
+    _say(f"{n} boxes on {len(results)} image(s){where}")
+    return results
+
+
+def export(model: str | Path, format: str = "onnx", parity: bool = True, **overrides: Any) -> tuple[Path, float | None]:
+    """Export a checkpoint with ultralytics; for ONNX and TorchScript, check the file against PyTorch.
+
+    Args:
+        model: Checkpoint path (``best.pt``).
+        format: Any ultralytics export format (``onnx``, ``torchscript``, ``openvino``, ...).
+        parity: Run the exported ONNX/TorchScript file and PyTorch on the same input and print the max difference.
+        **overrides: Any ultralytics export argument (``imgsz``, ``half``, ``dynamic``, ``opset``, ...).
+
+    Returns:
+        ``(exported file, max abs difference or None)``.
+    """
+    model = resolve_model(model)
+    if Path(model).suffix not in _WEIGHT_SUFFIXES:
+        raise WorkflowError(f"export needs a PyTorch checkpoint (model=best.pt), got model={model}")
+    f = Path(YOLO(model).export(format=format, **overrides))
+    _say(f"exported {f}")
+    diff = None
+    if parity and str(format).lower() in PARITY_FORMATS:
+        diff = check_export_parity(model, f, imgsz=overrides.get("imgsz"))
+    return f, diff
+
+
+# ---------------------------------------------------------------------------------------------------------- parity
+def _first_tensor(out: Any) -> torch.Tensor:
+    while isinstance(out, (list, tuple)):
+        out = out[0]
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    if isinstance(out, np.ndarray):
+        out = torch.from_numpy(out)
+    return out
+
+
+def _input_hw(imgsz: Any, fallback: Any) -> tuple[int, int]:
+    size = imgsz if imgsz is not None else fallback
+    if isinstance(size, int):
+        return size, size
+    h, w = (list(size) * 2)[:2]
+    return int(h), int(w)
+
+
+def check_export_parity(weights: str | Path, exported: str | Path, imgsz: Any = None, seed: int = 0) -> float:
+    """Run an exported ONNX (ONNX Runtime) or TorchScript file and the PyTorch checkpoint on one input; print the gap.
+
+    The input is a synthetic shapes image drawn at the exported input size, as ``[1, 3, H, W]`` RGB floats in [0, 1]
+    (what ultralytics' preprocessing gives for an image already at that size). Compared: the decoded prediction
+    tensor ``[1, 4 + nc, anchors]`` of both.
+
+    Args:
+        weights: The PyTorch checkpoint that was exported.
+        exported: The ``.onnx`` file or ``.torchscript`` file.
+        imgsz: Input size when the exported file does not fix it (dynamic ONNX); defaults to the checkpoint's.
+        seed: Seed of the input image.
+
+    Returns:
+        Max absolute difference between the two outputs.
+    """
+    import cv2
+
+    from .data import render_image
+
+    exported = Path(exported)
+    model = YOLO(str(weights)).model.float().eval()
+    half = False
+    if exported.suffix == ".onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        static = [d for d in inp.shape[2:] if isinstance(d, int)]
+        hw = tuple(static) if len(static) == 2 else _input_hw(imgsz, model.args.get("imgsz", 640))
+        half = "float16" in inp.type
+
+        def run_exported(x: np.ndarray) -> np.ndarray:
+            return sess.run(None, {inp.name: x.astype(np.float16 if half else np.float32)})[0]
+
+        runtime = "ONNX Runtime"
+    else:
+        extra = {"config.txt": ""}
+        ts = torch.jit.load(str(exported), map_location="cpu", _extra_files=extra)
+        meta = json.loads(extra["config.txt"] or "{}")
+        hw = _input_hw(meta.get("imgsz"), model.args.get("imgsz", 640))
+        half = bool(meta.get("half"))
+
+        def run_exported(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x)
+            with torch.no_grad():
+                return _first_tensor(ts(t.half() if half else t)).float().numpy()
+
+        runtime = "TorchScript"
+    h, w = hw
+    img = cv2.resize(render_image(max(h, w), seed=seed), (w, h))
+    x = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))[None].astype(np.float32) / 255.0
+    with torch.no_grad():
+        ref = _first_tensor(model(torch.from_numpy(x))).float().numpy()
+    got = np.asarray(_first_tensor(run_exported(x)), dtype=np.float32)
+    if ref.shape != got.shape:
+        raise WorkflowError(f"{runtime} output shape {got.shape} != PyTorch output shape {ref.shape}")
+    diff = float(np.abs(ref - got).max())
+    scale = float(np.abs(ref).max())
+    _say(f"{runtime} vs PyTorch on a {h}x{w} input: max |diff| = {diff:.3g} (outputs up to {scale:.3g})")
+    return diff
