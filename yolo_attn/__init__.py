@@ -5,6 +5,17 @@ Importing this package registers every yolo_attn block with ultralytics, so YAML
 
 from __future__ import annotations
 
+# --- the `yolo-attn` command is offline by default; this must run before ultralytics is imported (yolo_attn/cli.py)
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith("yolo-attn") or any(
+    a == "-m" and m in {"yolo_attn.cli", "yolo_attn"} for a, m in zip(getattr(_sys, "orig_argv", []), getattr(_sys, "orig_argv", [])[1:])
+):
+    _os.environ.setdefault("YOLO_OFFLINE", "1")
+    _os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+# ---
+
 from . import blocks  # noqa: F401  (registers the blocks)
 from .integration import (
     YOLO,

@@ -354,3 +354,22 @@ class YOLO(_UltralyticsYOLO):
         mapping = dict(super().task_map)
         mapping["detect"] = {**mapping["detect"], "trainer": AttnDetectionTrainer}
         return mapping
+
+
+# ------------------------------------------------------------------------------- workflows (yolo_attn/workflows.py)
+def check_dataset_local(data: str | Path) -> dict:
+    """Parse a detection data YAML with ultralytics' own rules, failing instead of downloading missing images.
+
+    Args:
+        data: Data YAML path, or a dataset name ultralytics bundles (``coco.yaml``).
+
+    Returns:
+        ultralytics' resolved dataset dict.
+
+    Raises:
+        FileNotFoundError: When the YAML or its validation images are not on disk.
+    """
+    from ultralytics.data.utils import check_det_dataset
+
+    ensure_fonts()
+    return check_det_dataset(str(data), autodownload=False)
