@@ -14,7 +14,10 @@ import torch
 
 from yolo_attn.attention.cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
 from yolo_attn.attention.linear import LinearAttention, linear_attention
+from yolo_attn.attention.functional import attend
+from yolo_attn.attention.patterns import dilated_mask, local_mask
 from yolo_attn.attention.sinkhorn import SinkhornAttention, log_sinkhorn, sinkhorn_attention, sinkhorn_mask
+from yolo_attn.attention.tokens import GlobalTokenAttention
 
 SIZES = [(5, 7), (8, 8), (13, 10)]
 DIM, HEADS = 32, 4
@@ -106,13 +109,57 @@ def test_linear_attention_is_stable_for_large_inputs():
     torch.testing.assert_close(out.double(), linear_reference(q, k, v), atol=1e-3, rtol=1e-4)
 
 
+def with_global_tokens(base: torch.Tensor, g: int) -> torch.Tensor:
+    """Dense spec written here independently: tokens first, token rows and token columns all True."""
+    n = base.shape[0]
+    mask = torch.ones(g + n, g + n, dtype=torch.bool)
+    mask[g:, g:] = base
+    return mask
+
+
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(("base", "window", "dilation"), [("local", 3, 1), ("dilated", 3, 2)])
+@pytest.mark.parametrize("g", [0, 2])
+def test_global_token_path_equals_reference(g, base, window, dilation, batch, hw):
+    """The executor GlobalTokenAttention runs (``attend(..., "global")``) vs the dense spec written here."""
+    n = hw[0] * hw[1]
+    q, k, v = (torch.randn(batch, HEADS, g + n, 8, requires_grad=True) for _ in range(3))
+    spec = dilated_mask(*hw, window, dilation) if base == "dilated" else local_mask(*hw, window)
+    mask = with_global_tokens(spec, g)
+    assert mask.any(-1).all() and not mask.all()
+    options = {"dilation": dilation} if base == "dilated" else {}
+    out = attend(q, k, v, "global", hw=hw, num_global_tokens=g, base=base, window=window, **options)
+    assert (dense_reference(q, k, v, mask) - dense_reference(q, k, v)).abs().max() > 1e-3  # non-vacuity
+    _assert_matches_reference(out, [q, k, v], lambda *qkv: dense_reference(*qkv, mask))
+
+
+def test_global_tokens_zero_is_the_base_pattern_and_tokens_matter():
+    x = torch.randn(2, 35, DIM)
+    torch.manual_seed(5)
+    plain = GlobalTokenAttention(DIM, HEADS, num_global_tokens=0, window=3).eval()
+    torch.manual_seed(5)
+    tokens = GlobalTokenAttention(DIM, HEADS, num_global_tokens=2, window=3).eval()
+    assert plain.global_tokens.shape == (0, DIM)
+    q, k, v = plain.split_heads(x)
+    expected = plain.merge_heads(dense_reference(q, k, v, local_mask(5, 7, 3)).float())
+    torch.testing.assert_close(plain(x, (5, 7)), expected, atol=1e-5, rtol=0)
+    spatial, toks = tokens(x, (5, 7), return_tokens=True)
+    assert spatial.shape == x.shape and toks.shape == (2, 2, DIM)
+    assert (spatial - plain(x, (5, 7))).abs().max() > 1e-4
+    xt = torch.cat([tokens.global_tokens.expand(2, -1, -1), x], dim=1)
+    ref = tokens.merge_heads(dense_reference(*tokens.split_heads(xt), with_global_tokens(local_mask(5, 7, 3), 2)).float())
+    torch.testing.assert_close(torch.cat([toks, spatial], dim=1), ref, atol=1e-5, rtol=0)
+
+
 ALL = {
     **{name: make for name, (make, _) in MASKED.items()},
     "linear": lambda: LinearAttention(DIM, HEADS),
+    "global": lambda: GlobalTokenAttention(DIM, HEADS, num_global_tokens=2, window=3),
 }
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", sorted(set(ALL) - {"global"}))
 def test_module_forward_matches_reference_under_used_mask(name):
     module = ALL[name]().eval()
     hw = (5, 7)
@@ -218,6 +265,8 @@ class _Fixed(torch.nn.Module):
         (lambda: SinkhornAttention(DIM, HEADS, block_size=0), r"block_size=0"),
         (lambda: LinearAttention(DIM, HEADS, attn_drop=0.1), r"attn_drop=0.1.*allowed: 0.0"),
         (lambda: LinearAttention(DIM, HEADS, proj_drop=1.5), r"proj_drop=1.5"),
+        (lambda: GlobalTokenAttention(DIM, HEADS, base="axial"), r"base='axial'"),
+        (lambda: GlobalTokenAttention(DIM, HEADS, num_global_tokens=-1), r"num_global_tokens=-1"),
     ],
 )
 def test_constructor_errors_name_the_bad_value(make, match):
@@ -225,10 +274,10 @@ def test_constructor_errors_name_the_bad_value(make, match):
         make()
 
 
-@pytest.mark.parametrize("cls", [ClusterAttention, SinkhornAttention, LinearAttention])
+@pytest.mark.parametrize("cls", [ClusterAttention, SinkhornAttention, LinearAttention, GlobalTokenAttention])
 def test_unknown_kwargs_and_bad_inputs_are_rejected(cls):
     with pytest.raises(TypeError):
-        cls(DIM, HEADS, window_size=3)
+        cls(DIM, HEADS, bogus_option=3)
     module = cls(DIM, HEADS)
     with pytest.raises(ValueError, match=r"x.shape\[1\]=35 does not match hw=\(6, 6\)"):
         module(torch.randn(1, 35, DIM), (6, 6))
