@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from yolo_attn.attention.kernel import masked_attention
+from yolo_attn.attention.functional import attend
+from yolo_attn.attention.patterns import local_mask
 from yolo_attn.attention.posenc import (
     POS_ENCODINGS,
     ConditionalPosEncoding,
@@ -15,7 +16,6 @@ from yolo_attn.attention.posenc import (
     RelativePositionBias,
     SinCosPosEmbed,
     build_pos_encoding,
-    relative_position_index,
     sincos_2d,
 )
 
@@ -87,12 +87,18 @@ def test_relative_bias_matches_naive_loop(hw):
             assert torch.equal(dense[:, i, j], table[:, dy + a - 1, dx + b - 1]), (i, j)
 
 
-def test_relative_bias_gradient_through_attention():
-    rpb = RelativePositionBias(2, max_offset=(5, 7))
-    q = k = v = torch.randn(1, 2, 35, 4)
-    masked_attention(q, k, v, bias=rpb.dense_bias((5, 7))).square().sum().backward()
+def test_relative_bias_table_convention_matches_attend_and_gets_gradient():
+    """``attend(rel_pos_bias=table)`` equals a float64 dense softmax with ``dense_bias`` under the local mask."""
+    rpb = RelativePositionBias(2, max_offset=(2, 3))
+    with torch.no_grad():
+        rpb.table.normal_()  # large enough to change the output visibly
+    q, k, v = (torch.randn(1, 2, 35, 4) for _ in range(3))
+    out = attend(q, k, v, "local", hw=(5, 7), window=3, rel_pos_bias=rpb())
+    logits = (q.double() @ k.double().transpose(-2, -1)) / 2.0 + rpb.dense_bias((5, 7)).double()
+    weights = logits.masked_fill(~local_mask(5, 7, 3), float("-inf")).softmax(-1)
+    torch.testing.assert_close(out.double(), weights @ v.double(), atol=1e-5, rtol=0)
+    out.square().sum().backward()
     assert rpb.table.grad.abs().sum() > 0
-    assert relative_position_index((5, 7), (5, 7)).max() == 9 * 13 - 1
 
 
 def test_conditional_pos_encoding_is_residual_depthwise_conv():

@@ -3,7 +3,8 @@
 - :func:`sincos_2d` / :class:`SinCosPosEmbed`: fixed 2-D sine-cosine, ``[H*W, dim]`` added to the tokens.
 - :class:`LearnedPosEmbed`: learned absolute embedding on a base grid, bicubically resized to any ``H x W``.
 - :class:`RelativePositionBias`: learned per-head table indexed by the offset ``(dy, dx) = (y_q - y_k, x_q - x_k)``,
-  an additive attention bias (``bias=`` of :func:`~yolo_attn.attention.kernel.masked_attention`).
+  an additive attention bias (``rel_pos_bias=`` of :func:`~yolo_attn.attention.functional.attend`; dense form via
+  :meth:`RelativePositionBias.dense_bias`).
 - :class:`ConditionalPosEncoding`: CPVT depthwise convolution with residual on ``[B, C, H, W]``.
 - :func:`build_pos_encoding`: ``kind`` in :data:`POS_ENCODINGS` -> module.
 """
@@ -16,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .functional import relative_position_bias
+
 __all__ = [
     "POS_ENCODINGS",
     "ConditionalPosEncoding",
@@ -23,7 +26,6 @@ __all__ = [
     "RelativePositionBias",
     "SinCosPosEmbed",
     "build_pos_encoding",
-    "relative_position_index",
     "sincos_2d",
 ]
 
@@ -126,33 +128,12 @@ class LearnedPosEmbed(nn.Module):
         return self._cache[key]
 
 
-def relative_position_index(hw: tuple[int, int], max_offset: tuple[int, int]) -> torch.Tensor:
-    """Flat index into a ``[2a-1, 2b-1]`` table for every (query, key) pair, offsets clamped to the table.
-
-    Args:
-        hw: Map size ``(H, W)``.
-        max_offset: ``(a, b)``; offsets ``|dy| >= a`` / ``|dx| >= b`` are clamped to ``+-(a-1)`` / ``+-(b-1)``.
-
-    Returns:
-        Int64 ``[N, N]`` with value ``(dy + a - 1) * (2b - 1) + (dx + b - 1)``, ``dy = y_q - y_k``, ``dx = x_q - x_k``.
-
-    Examples:
-        >>> relative_position_index((2, 2), (2, 2)).shape
-        torch.Size([4, 4])
-    """
-    (h, w), (a, b) = hw, max_offset
-    t = torch.arange(h * w)
-    y, x = t // w, t % w
-    dy = (y[:, None] - y[None, :]).clamp(-(a - 1), a - 1) + a - 1
-    dx = (x[:, None] - x[None, :]).clamp(-(b - 1), b - 1) + b - 1
-    return dy * (2 * b - 1) + dx
-
-
 class RelativePositionBias(nn.Module):
     """Learned relative position bias table ``[heads, 2a-1, 2b-1]`` (Swin-style, clamped beyond ``max_offset``).
 
-    ``forward()`` returns the table; an attention core indexes it at ``(dy + a - 1, dx + b - 1)``.
-    :meth:`dense_bias` gives the full ``[heads, N, N]`` bias for tests and small maps.
+    ``forward()`` returns the table, to be passed as ``rel_pos_bias=`` to :func:`~yolo_attn.attention.functional.attend`,
+    which indexes it at ``(dy + a - 1, dx + b - 1)``, ``dy = y_q - y_k``, ``dx = x_q - x_k`` (offsets clamped to the
+    table). :meth:`dense_bias` gives the full ``[heads, N, N]`` bias for tests and small maps.
 
     Args:
         num_heads: Number of heads.
@@ -179,8 +160,7 @@ class RelativePositionBias(nn.Module):
 
     def dense_bias(self, hw: tuple[int, int]) -> torch.Tensor:
         """Additive bias ``[heads, N, N]`` for a whole ``H x W`` map (``O(N^2)``: small maps / tests)."""
-        idx = relative_position_index(hw, self.max_offset).to(self.table.device)
-        return self.table.flatten(1)[:, idx]
+        return relative_position_bias(self.table, hw)
 
 
 class ConditionalPosEncoding(nn.Module):
