@@ -114,7 +114,8 @@ def resolve_data(data: str | Path | None) -> str:
 
     - None: the synthetic shapes dataset with default parameters, generated on first use under
       :func:`yolo_attn.data.data_dir`.
-    - A data YAML with a ``generator:`` block (``data/shapes.yaml``): that dataset, generated the same way.
+    - A data YAML with a ``generator:`` block whose images are not there yet (``data/shapes.yaml``): that dataset,
+      generated the same way (the generated dataset's own YAML, with an absolute ``path:``, is used as is).
     - Any other data YAML (COCO, VOC, yours; also ultralytics' bundled names such as ``coco.yaml``): used as is, but
       its images must already be on disk; ultralytics would otherwise start a download.
 
@@ -133,7 +134,7 @@ def resolve_data(data: str | Path | None) -> str:
     p = Path(data).expanduser()
     if p.is_file() and p.suffix.lower() in {".yaml", ".yml"}:
         d = _load_yaml(p)
-        if "generator" in d:
+        if "generator" in d and not _val_images_present(p, d):  # a recipe (data/shapes.yaml), not yet generated
             gen = d["generator"]
             if not isinstance(gen, dict):
                 raise WorkflowError(f"data={data}: 'generator:' must be a mapping of shapes parameters")
@@ -150,6 +151,12 @@ def resolve_data(data: str | Path | None) -> str:
     except (SyntaxError, TypeError, ValueError) as e:
         raise WorkflowError(f"data={data}: {str(e).strip().splitlines()[0]}") from None
     return data
+
+
+def _val_images_present(yaml_path: Path, d: dict) -> bool:
+    root = Path(str(d.get("path") or yaml_path.parent)).expanduser()
+    val = d.get("val")
+    return isinstance(val, str) and (root / val).exists()
 
 
 def _is_shapes(data_yaml: str) -> bool:
