@@ -148,7 +148,8 @@ def test_global_tokens_zero_is_the_base_pattern_and_tokens_matter():
     assert spatial.shape == x.shape and toks.shape == (2, 2, DIM)
     assert (spatial - plain(x, (5, 7))).abs().max() > 1e-4
     xt = torch.cat([tokens.global_tokens.expand(2, -1, -1), x], dim=1)
-    ref = tokens.merge_heads(dense_reference(*tokens.split_heads(xt), with_global_tokens(local_mask(5, 7, 3), 2)).float())
+    mask = with_global_tokens(local_mask(5, 7, 3), 2)
+    ref = tokens.merge_heads(dense_reference(*tokens.split_heads(xt), mask).float())
     torch.testing.assert_close(torch.cat([toks, spatial], dim=1), ref, atol=1e-5, rtol=0)
 
 

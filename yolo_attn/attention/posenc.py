@@ -131,8 +131,8 @@ class LearnedPosEmbed(nn.Module):
 class RelativePositionBias(nn.Module):
     """Learned relative position bias table ``[heads, 2a-1, 2b-1]`` (Swin-style, clamped beyond ``max_offset``).
 
-    ``forward()`` returns the table, to be passed as ``rel_pos_bias=`` to :func:`~yolo_attn.attention.functional.attend`,
-    which indexes it at ``(dy + a - 1, dx + b - 1)``, ``dy = y_q - y_k``, ``dx = x_q - x_k`` (offsets clamped to the
+    ``forward()`` returns the table, to be passed as ``rel_pos_bias=`` to
+    :func:`~yolo_attn.attention.functional.attend`, which indexes it at ``(dy + a - 1, dx + b - 1)``, ``dy = y_q - y_k``, ``dx = x_q - x_k`` (offsets clamped to the
     table). :meth:`dense_bias` gives the full ``[heads, N, N]`` bias for tests and small maps.
 
     Args:

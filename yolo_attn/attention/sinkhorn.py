@@ -134,7 +134,8 @@ def sinkhorn_attention(
 class SinkhornAttention(QKVAttentionBase):
     """Multi-head Sinkhorn sorted-block attention over ``[B, N, C]`` tokens.
 
-    The sorting network is one Linear on the head dim (shared by heads): ``logits_ij = f(mean q_i) . mean k_j / sqrt(d)``.
+    The sorting network is one Linear ``f`` on the head dim, shared by heads:
+    ``logits_ij = f(mean q_i) . mean k_j / sqrt(d)`` (means over the real tokens of blocks ``i`` and ``j``).
 
     Args:
         dim: Channels ``C``.
