@@ -1,81 +1,383 @@
 """YOLO-facing blocks: NCHW modules with ultralytics-style positional ``(c1, c2, n, ...)`` signatures.
 
-This is the only layer of yolo_attn that knows YOLO conventions. Blocks are registered with
-:func:`yolo_attn.integration.register_block`, which is what makes their names usable in YAML model configs.
+This is the only layer of yolo_attn that knows YOLO conventions. Every attention block takes the same two YAML
+arguments after the channels: the attention *kind* (a plain word) and an *options* mapping::
+
+    - [-1, 3, C3Attn, [1024]]                                     # full attention, the C3TR slot
+    - [-1, 1, C3Attn, [256, local, {window: 7, heads: 2}]]        # any pattern of the attention core
+    - [-1, 1, C3Attn, [512, mixed, {heads: {local: 2, dilated: 1, global: 1}, window: 7}]]
+    - [-1, 1, AttnBlock, [256, linear, {pos: cpe}]]               # standalone, anywhere in the neck
+    - [-1, 1, PatchEmbed, [128, 4]]                               # ViT stem: 4x4 patches
+
+Kinds are the mask patterns of :mod:`yolo_attn.attention.functional` (``full, local, dilated, window, axial, ...``)
+and the learned-pattern families (``tokens``, ``cluster``, ``sinkhorn``, ``linear``). Options are block options
+(:data:`BLOCK_OPTIONS`) plus the options of the chosen kind; anything else is rejected with the allowed names.
+Because the seam (:mod:`yolo_attn.integration`) hands our YAML arguments over untouched, strings and mappings
+arrive exactly as written; constructors raise ``ValueError`` naming the argument and the allowed values, and the
+seam prefixes the layer index.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
 
+from .attention.posenc import POS_ENCODINGS, build_pos_encoding
 from .integration import register_block
 
-__all__ = ["C3Attn", "TransformerLayer"]
+__all__ = ["AttnBlock", "BoTBlock", "C3Attn", "PatchEmbed", "TransformerLayer", "TransformerStack", "attention_kinds"]
+
+# kind -> (module of yolo_attn.attention, class); mask patterns all go through modules.Attention
+FAMILIES = {
+    "tokens": ("tokens", "GlobalTokenAttention"),
+    "cluster": ("cluster", "ClusterAttention"),
+    "sinkhorn": ("sinkhorn", "SinkhornAttention"),
+    "linear": ("linear", "LinearAttention"),
+}
+NOT_FROM_YAML = {"custom"}  # needs a mask tensor
+BLOCK_OPTIONS = ("heads", "head_dim", "mlp_ratio", "pos", "e", "qkv_bias", "attn_drop", "proj_drop")
+POSITIVE_INTS = ("window", "dilation", "num_clusters", "block_size", "n_iters", "num_global_tokens", "head_dim")
+
+
+def _core(name: str):
+    return importlib.import_module(f"yolo_attn.attention.{name}")
+
+
+def attention_kinds() -> tuple[str, ...]:
+    """All attention kinds a YAML config may name: the core's mask patterns, then the learned families."""
+    patterns = tuple(p for p in _core("functional").PATTERNS if p not in NOT_FROM_YAML)
+    return patterns + tuple(FAMILIES)
+
+
+def _canonical(kind: Any) -> str:
+    """Resolve the core's pattern aliases (``stride`` -> ``dilated``); reject unknown kinds, listing the allowed."""
+    kinds = attention_kinds()
+    name = _core("options").PATTERN_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    if name not in kinds:
+        raise ValueError(f"attention kind {kind!r} is not one of {', '.join(kinds)}")
+    return name
+
+
+def _kind_options(kind: str, opts: Mapping) -> tuple[type, dict[str, Any], set[str]]:
+    """``(class, fixed kwargs, allowed YAML options)`` of an attention kind (``opts`` matter for ``mixed``)."""
+    if kind in FAMILIES:
+        mod, name = FAMILIES[kind]
+        cls, fixed = getattr(_core(mod), name), {}
+        sig = inspect.signature(cls).parameters
+        params = {n for n, p in sig.items() if p.kind != p.VAR_KEYWORD} - {"dim", "num_heads"}
+        if "base" in sig and any(p.kind == p.VAR_KEYWORD for p in sig.values()):  # tokens: options of its base
+            base = _canonical(opts.get("base", sig["base"].default))
+            params |= _core("options").allowed_options(_core("functional").PATTERNS, base, {})
+    else:
+        cls, fixed = _core("modules").Attention, {"pattern": kind}
+        params = {"qkv_bias", "attn_drop", "proj_drop"}
+        params |= _core("options").allowed_options(_core("functional").PATTERNS, kind, dict(opts))
+    return cls, fixed, params - {"rel_pos", "pattern", "heads"}
+
+
+def _divisor_heads(dim: int, head_dim: int) -> int:
+    """Largest divisor of ``dim`` that is at most ``dim // head_dim`` (at least 1)."""
+    return max(h for h in range(1, max(dim // head_dim, 1) + 1) if dim % h == 0)
+
+
+def build_attention(dim: int, kind: str = "full", options: Mapping | None = None) -> tuple[nn.Module, dict]:
+    """Validate a YAML ``(kind, options)`` pair and build the token attention it names.
+
+    Args:
+        dim: Channels the attention runs on (``c_`` of the block at this model scale).
+        kind: One of :func:`attention_kinds`.
+        options: Block options (:data:`BLOCK_OPTIONS`) and options of ``kind``.
+
+    Returns:
+        ``(attention, block_options)``: a module with ``forward(x: [B, N, C], hw) -> [B, N, C]`` and the remaining
+        block options (``mlp_ratio``, ``pos``, ``e`` and ``heads`` resolved to an int).
+
+    Examples:
+        >>> attn, rest = build_attention(64, "local", {"window": 7, "heads": 2})
+        >>> attn(torch.randn(1, 25, 64), (5, 5)).shape, rest["heads"]
+        (torch.Size([1, 25, 64]), 2)
+    """
+    kind = _canonical(kind)
+    options = {} if options is None else options
+    if not isinstance(options, Mapping):
+        raise ValueError(f"options must be a mapping such as {{window: 7, heads: 4}}, got {options!r}")
+    opts = dict(options)
+    cls, fixed, allowed = _kind_options(kind, opts)
+    for key in opts:
+        if key not in allowed and key not in BLOCK_OPTIONS:
+            raise ValueError(
+                f"unknown option {key!r} for {kind}; allowed: {', '.join(sorted(allowed))} "
+                f"(attention) and {', '.join(o for o in BLOCK_OPTIONS if o not in allowed)} (block)"
+            )
+    for key in POSITIVE_INTS:
+        if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1):
+            raise ValueError(f"{key}={opts[key]!r} must be an int >= 1")
+    pos = opts.pop("pos", "cpe" if kind != "full" else "none")
+    if pos not in POS_ENCODINGS:
+        raise ValueError(f"pos={pos!r} is not one of {', '.join(POS_ENCODINGS)}")
+    if pos == "rel" and kind in FAMILIES:
+        raise ValueError(f"pos='rel' needs a mask-pattern kind; for {kind} use one of none, sincos, learned, cpe")
+    heads = opts.pop("heads", None)
+    head_dim = opts.pop("head_dim", 32)
+    if kind == "mixed":
+        if not isinstance(heads, Mapping) or not heads:
+            raise ValueError(f"mixed needs heads as a mapping pattern -> count, e.g. {{local: 2, global: 1}}; got {heads!r}")
+        fixed = {**fixed, "heads": dict(heads)}
+        heads = sum(heads.values())
+    elif heads is None:
+        heads = _divisor_heads(dim, head_dim)
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
+        raise ValueError(
+            f"heads={heads!r} does not divide the {dim} attention channels at this layer and scale "
+            f"(c_ = e * c2 = {dim}); use a divisor of {dim}, or head_dim: N to derive heads per scale"
+        )
+    rest = {k: opts.pop(k) for k in ("mlp_ratio", "e") if k in opts}
+    if pos == "rel":
+        fixed = {**fixed, "rel_pos": True}
+    try:
+        attn = cls(dim, heads, **fixed, **opts)
+    except TypeError as err:
+        raise ValueError(f"invalid options {opts} for {kind}: {err}; allowed: {', '.join(sorted(allowed))}") from err
+    return attn, {"heads": heads, "pos": pos, **rest}
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm transformer layer on a feature map: ``x + MHSA(LN(x))``, then ``x + MLP(LN(x))``.
+    """Pre-norm transformer layer on tokens ``[B, N, C]``: ``t + attn(LN(t), hw)``, then ``t + MLP(LN(t))``.
 
     Args:
         dim: Channels ``C``.
-        num_heads: Attention heads; must divide ``dim``.
-        mlp_ratio: Hidden width of the MLP relative to ``dim``.
+        attn: Token attention with ``forward(x, hw)`` (see :func:`build_attention`).
+        mlp_ratio: MLP hidden width relative to ``dim``.
 
     Examples:
-        >>> TransformerLayer(64, 4)(torch.randn(2, 64, 8, 8)).shape
-        torch.Size([2, 64, 8, 8])
+        >>> layer = TransformerLayer(64, build_attention(64, "full")[0])
+        >>> layer(torch.randn(2, 20, 64), (4, 5)).shape
+        torch.Size([2, 20, 64])
     """
 
-    def __init__(self, dim: int, num_heads: int = 4, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 2.0) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide the channels dim={dim}")
-        self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        if not (isinstance(mlp_ratio, (int, float)) and not isinstance(mlp_ratio, bool) and mlp_ratio > 0):
+            raise ValueError(f"mlp_ratio={mlp_ratio!r} must be a number > 0")
+        hidden = max(int(dim * mlp_ratio), 1)
+        self.norm1, self.attn = nn.LayerNorm(dim), attn
         self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Map ``[B, N, C]`` to ``[B, N, C]``."""
+        t = t + self.attn(self.norm1(t), hw)
+        return t + self.mlp(self.norm2(t))
+
+
+class TransformerStack(nn.Module):
+    """``n`` transformer layers of one attention kind on a feature map ``[B, C, H, W]``, positional encoding first.
+
+    ``pos`` is applied once at the entry: ``cpe`` as a depthwise conv on the map, ``sincos`` / ``learned`` added to
+    the tokens, ``rel`` as a bias inside every layer's attention, ``none`` not at all.
+
+    Args:
+        dim: Channels ``C``.
+        n: Number of layers.
+        kind: Attention kind (see :func:`attention_kinds`).
+        options: YAML options (see :func:`build_attention`).
+
+    Examples:
+        >>> TransformerStack(64, 2, "local", {"window": 3})(torch.randn(1, 64, 6, 7)).shape
+        torch.Size([1, 64, 6, 7])
+    """
+
+    def __init__(self, dim: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
+        super().__init__()
+        layers = []
+        for _ in range(n):
+            attn, rest = build_attention(dim, kind, options)
+            layers.append(TransformerLayer(dim, attn, rest.get("mlp_ratio", 2.0)))
+        self.layers = nn.ModuleList(layers)
+        self.kind, self.pos_kind = _canonical(kind), rest["pos"]
+        self.pos = build_pos_encoding(rest["pos"], dim, rest["heads"]) if rest["pos"] != "rel" else nn.Identity()
+
+    def __len__(self) -> int:
+        return len(self.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, C, H, W]`` to ``[B, C, H, W]``."""
+        if self.pos_kind == "cpe":
+            x = self.pos(x)
         b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2)  # [B, N, C]
-        q, k, v = self.qkv(self.norm1(t)).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
-        t = t + self.proj(a)
-        t = t + self.mlp(self.norm2(t))
+        t = x.flatten(2).transpose(1, 2)
+        if self.pos_kind in ("sincos", "learned"):
+            t = t + self.pos((h, w)).to(t.dtype)
+        for layer in self.layers:
+            t = layer(t, (h, w))
         return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _ratio(options: Mapping | None, default: float) -> tuple[float, dict]:
+    opts = dict(options or {}) if isinstance(options, Mapping) else options
+    e = opts.pop("e", default) if isinstance(opts, dict) else default
+    if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 4:
+        raise ValueError(f"e={e!r} (hidden channel ratio) must be a number in (0, 4]")
+    return e, opts
 
 
 @register_block
 class C3Attn(nn.Module):
-    """CSP bottleneck with 3 convolutions whose inner blocks are transformer layers (a fused C3TR).
+    """CSP bottleneck with 3 convolutions whose inner blocks are transformer layers of any attention kind.
+
+    With the defaults it is a fused drop-in for ultralytics' ``C3TR`` (same slot, same channels): full attention
+    through the fused core, one qkv projection, pre-norm layers.
+
+    YAML: ``[-1, n, C3Attn, [c2, kind, {options}]]``, e.g. ``[-1, 1, C3Attn, [256, local, {window: 7}]]``.
 
     Args:
         c1: Input channels.
         c2: Output channels.
         n: Number of transformer layers.
-        num_heads: Attention heads of each layer.
-        e: Hidden channel ratio.
+        kind: Attention kind (see :func:`attention_kinds`).
+        options: Block options (``heads`` or ``head_dim`` (default 32), ``mlp_ratio`` (2), ``pos``, ``e`` (0.5)) and
+            the options of ``kind``.
 
     Examples:
         >>> C3Attn(64, 128, 1)(torch.randn(1, 64, 20, 20)).shape
         torch.Size([1, 128, 20, 20])
     """
 
-    def __init__(self, c1: int, c2: int, n: int = 1, num_heads: int = 4, e: float = 0.5) -> None:
+    def __init__(self, c1: int, c2: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
         super().__init__()
+        e, options = _ratio(options, 0.5)
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c1, c_, 1, 1)
         self.cv3 = Conv(2 * c_, c2, 1)
-        self.m = nn.Sequential(*(TransformerLayer(c_, num_heads) for _ in range(n)))
+        self.m = TransformerStack(c_, n, kind, options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, c1, H, W]`` to ``[B, c2, H, W]``."""
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+@register_block
+class AttnBlock(nn.Module):
+    """Standalone attention layer for any slot: optional 1x1 conv ``c1 -> c2``, then ``n`` transformer layers.
+
+    YAML: ``[-1, n, AttnBlock, [c2, kind, {options}]]``; ``e`` is not used (attention runs on all ``c2`` channels).
+
+    Args:
+        c1: Input channels.
+        c2: Output channels.
+        n: Number of transformer layers.
+        kind: Attention kind (see :func:`attention_kinds`).
+        options: As for :class:`C3Attn`, without ``e``.
+
+    Examples:
+        >>> AttnBlock(32, 64, 1, "axial")(torch.randn(1, 32, 12, 10)).shape
+        torch.Size([1, 64, 12, 10])
+    """
+
+    def __init__(self, c1: int, c2: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
+        super().__init__()
+        if isinstance(options, Mapping) and "e" in options:
+            raise ValueError("option 'e' is not used by AttnBlock (attention runs on all c2 channels); remove it")
+        self.conv = Conv(c1, c2, 1, 1) if c1 != c2 else nn.Identity()
+        self.m = TransformerStack(c2, n, kind, options)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[B, c1, H, W]`` to ``[B, c2, H, W]``."""
+        return self.m(self.conv(x))
+
+
+class _BoTBottleneck(nn.Module):
+    """1x1 conv -> multi-head self-attention (pos encoding first) -> BN + SiLU -> 1x1 conv, plus the shortcut."""
+
+    def __init__(self, c1: int, c2: int, e: float, kind: str, options: dict) -> None:
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        attn, rest = build_attention(c_, kind, options)
+        if "mlp_ratio" in rest:
+            raise ValueError("option 'mlp_ratio' is not used by BoTBlock (no MLP); remove it")
+        self.pos_kind = rest["pos"]
+        self.pos = build_pos_encoding(rest["pos"], c_, rest["heads"]) if rest["pos"] != "rel" else nn.Identity()
+        self.attn, self.bn = attn, nn.Sequential(nn.BatchNorm2d(c_), nn.SiLU())
+        self.cv2 = Conv(c_, c2, 1, 1, act=False)
+        self.shortcut = nn.Identity() if c1 == c2 else Conv(c1, c2, 1, 1, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv1(x)
+        if self.pos_kind == "cpe":
+            y = self.pos(y)
+        b, c, h, w = y.shape
+        t = y.flatten(2).transpose(1, 2)
+        if self.pos_kind in ("sincos", "learned"):
+            t = t + self.pos((h, w)).to(t.dtype)
+        y = self.attn(t, (h, w)).transpose(1, 2).reshape(b, c, h, w)
+        return nn.functional.silu(self.cv2(self.bn(y)) + self.shortcut(x))
+
+
+@register_block
+class BoTBlock(nn.Module):
+    """BoTNet-style bottlenecks: the 3x3 conv of a ResNet bottleneck replaced by multi-head self-attention.
+
+    Defaults follow BoTNet: full attention with a relative position bias (``pos: rel``), ``e = 0.25``.
+    YAML: ``[-1, n, BoTBlock, [c2, kind, {options}]]``; ``mlp_ratio`` is not used.
+
+    Args:
+        c1: Input channels.
+        c2: Output channels.
+        n: Number of bottlenecks (the first maps ``c1 -> c2`` with a projection shortcut when they differ).
+        kind: Attention kind (see :func:`attention_kinds`).
+        options: As for :class:`C3Attn`; ``pos`` defaults to ``rel`` for mask patterns, ``e`` to 0.25.
+
+    Examples:
+        >>> BoTBlock(64, 128, 1)(torch.randn(1, 64, 10, 10)).shape
+        torch.Size([1, 128, 10, 10])
+    """
+
+    def __init__(self, c1: int, c2: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
+        super().__init__()
+        e, options = _ratio(options, 0.25)
+        if isinstance(options, dict) and "pos" not in options and isinstance(kind, str) and kind not in FAMILIES:
+            options["pos"] = "rel"
+        self.m = nn.Sequential(*(_BoTBottleneck(c1 if i == 0 else c2, c2, e, kind, options) for i in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[B, c1, H, W]`` to ``[B, c2, H/1, W/1]``."""
+        return self.m(x)
+
+
+class PatchEmbed(nn.Module):
+    """ViT patch embedding: a convolution whose kernel and stride equal the patch size (+ BatchNorm, no activation).
+
+    YAML (``n`` must be 1): ``[-1, 1, PatchEmbed, [c2, patch]]``, e.g. ``[-1, 1, PatchEmbed, [128, 4]]`` turns a
+    ``640 x 640`` image into a ``160 x 160`` map of 4x4 patches (stride 4, P2).
+
+    Args:
+        c1: Input channels.
+        c2: Output channels (embedding width).
+        patch: Patch size = kernel = stride; the input size must be a multiple of it.
+
+    Examples:
+        >>> PatchEmbed(3, 32, 4)(torch.randn(1, 3, 64, 48)).shape
+        torch.Size([1, 32, 16, 12])
+    """
+
+    def __init__(self, c1: int, c2: int, patch: int = 4) -> None:
+        super().__init__()
+        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+            raise ValueError(f"patch={patch!r} must be an int >= 1 (kernel = stride = patch)")
+        self.patch = patch
+        self.proj = Conv(c1, c2, patch, patch, 0, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[B, c1, H, W]`` to ``[B, c2, H / patch, W / patch]``."""
+        return self.proj(x)
+
+
+register_block(PatchEmbed, repeat=False)

@@ -1,0 +1,1 @@
+"""Benchmark library: scripts/ and the CLI are thin wrappers over these functions."""

@@ -1,0 +1,215 @@
+"""Whole-model cost: parameters, GFLOPs at the real input size, CPU latency (the config gallery's numbers).
+
+GFLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one forward pass at the real input
+size, so every convolution, linear layer and attention matmul (``scaled_dot_product_attention``, the tiled
+``matmul`` paths) is counted once at its true token count. ultralytics' own figure (thop at a small input,
+extrapolated by area) misses the attention matmuls, whose cost grows with the square of the token count.
+Convention as ultralytics: 1 multiply-add = 2 FLOPs. Elementwise ops (norms, activations, softmax) are not counted.
+
+Latency: batch 1, eval mode, ``fuse()``-d, ``torch.no_grad()``, a fixed number of threads, and models timed
+*interleaved* (each repeat runs every model once, in turn) so drift of a shared machine hits all models alike;
+the median over repeats is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "build_model",
+    "c3tr_peer_config",
+    "count_gflops",
+    "count_params",
+    "gallery",
+    "measure_latency",
+    "model_report",
+]
+
+
+def _hw(imgsz: int | tuple[int, int]) -> tuple[int, int]:
+    return (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+
+
+def build_model(cfg: str | Path | dict, scale: str | None = None) -> nn.Module:
+    """Build a detection model from a config name, path or dict (scale from the file name, as ultralytics does).
+
+    Args:
+        cfg: ``"yolov5n-local.yaml"`` (resolved in yolo_attn's configs), a path, or a model dict.
+        scale: Scale letter for a dict without one.
+
+    Returns:
+        The ``DetectionModel`` (train mode, CPU).
+
+    Examples:
+        >>> build_model("yolov5n-local.yaml").yaml["scale"]
+        'n'
+    """
+    import yolo_attn  # noqa: F401  (registers the blocks)
+    from ultralytics.nn.tasks import DetectionModel
+
+    from ..integration import resolve_config
+
+    if isinstance(cfg, Mapping):
+        cfg = copy.deepcopy(dict(cfg))
+        if scale is not None:
+            cfg["scale"] = scale
+    else:
+        cfg = str(resolve_config(str(cfg)))
+    return DetectionModel(cfg, verbose=False)
+
+
+def c3tr_peer_config(cfg: str = "yolov5n-c3tr.yaml") -> dict:
+    """The peer of ``cfg`` with ultralytics' own ``C3TR`` in every ``C3Attn`` slot (comparison only; never shipped).
+
+    Args:
+        cfg: A config whose ``C3Attn`` layers use the default (full) attention.
+
+    Returns:
+        A model dict (with the scale of ``cfg``) for :func:`build_model`.
+    """
+    from ultralytics.nn.tasks import yaml_model_load
+
+    from ..integration import resolve_config
+
+    d = copy.deepcopy(yaml_model_load(str(resolve_config(cfg))))
+    for section in ("backbone", "head"):
+        for layer in d[section]:
+            if layer[2] == "C3Attn":
+                if len(layer[3]) > 1 and layer[3][1] != "full":
+                    raise ValueError(f"C3Attn layer {layer} is not full attention; C3TR has no peer for it")
+                layer[2], layer[3] = "C3TR", [layer[3][0]]
+    return d
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
+    """GFLOPs of one batch-1 forward at the real input size, attention matmuls included (1 MAC = 2 FLOPs).
+
+    Args:
+        model: Model taking ``[1, 3, H, W]``.
+        imgsz: Input size ``S`` or ``(H, W)``.
+
+    Returns:
+        GFLOPs.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = copy.deepcopy(model).eval()
+    p = next(m.parameters())
+    x = torch.zeros(1, 3, *_hw(imgsz), dtype=p.dtype, device=p.device)
+    with FlopCounterMode(display=False) as counter:
+        m(x)
+    return counter.get_total_flops() / 1e9
+
+
+def _prepare(model: nn.Module) -> nn.Module:
+    m = copy.deepcopy(model).eval()
+    return m.fuse(verbose=False) if hasattr(m, "fuse") else m
+
+
+@torch.no_grad()
+def measure_latency(
+    models: Mapping[str, nn.Module],
+    imgsz: int | tuple[int, int] = 640,
+    repeats: int = 15,
+    warmup: int = 2,
+    threads: int | None = 2,
+) -> dict[str, float]:
+    """Median CPU latency (ms, batch 1) of several models, timed interleaved; models are fused copies in eval mode.
+
+    Args:
+        models: ``{name: model}``.
+        imgsz: Input size ``S`` or ``(H, W)``.
+        repeats: Timed rounds; each round runs every model once.
+        warmup: Untimed rounds first.
+        threads: ``torch.set_num_threads`` during the measurement (restored after); ``None`` leaves it.
+
+    Returns:
+        ``{name: median milliseconds}``.
+    """
+    ready = {k: _prepare(m) for k, m in models.items()}
+    x = torch.zeros(1, 3, *_hw(imgsz))
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    times: dict[str, list[float]] = {k: [] for k in ready}
+    try:
+        for r in range(warmup + repeats):
+            for k, m in ready.items():
+                t0 = time.perf_counter()
+                m(x)
+                if r >= warmup:
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def model_report(cfg: str | Path | dict, imgsz: int | tuple[int, int] = 640, latency: bool = True, **kw) -> dict:
+    """Parameters, GFLOPs and (optionally) CPU latency of one config.
+
+    Args:
+        cfg: Config name, path or dict (see :func:`build_model`).
+        imgsz: Input size for GFLOPs and latency.
+        latency: Measure latency (the slow part).
+        **kw: Passed to :func:`measure_latency`.
+
+    Returns:
+        ``dict(params, gflops, latency_ms)`` (``latency_ms`` is None when not measured).
+
+    Examples:
+        >>> sorted(model_report("yolov5n-local.yaml", latency=False))
+        ['gflops', 'latency_ms', 'params']
+    """
+    model = build_model(cfg)
+    ms = measure_latency({"m": model}, imgsz, **kw)["m"] if latency else None
+    return {"params": count_params(model), "gflops": count_gflops(model, imgsz), "latency_ms": ms}
+
+
+def gallery(
+    configs: Iterable[str],
+    scales: Iterable[str] = ("n",),
+    latency_scales: Iterable[str] = ("n",),
+    imgsz: int = 640,
+    extra: Mapping[str, dict] | None = None,
+    **kw,
+) -> list[dict]:
+    """Rows of the config gallery; all latencies of a scale are measured in one interleaved run.
+
+    Args:
+        configs: Unscaled config names (``"yolov5-local.yaml"``).
+        scales: Scales to report params / GFLOPs for.
+        latency_scales: Scales whose latency is measured.
+        imgsz: Input size.
+        extra: ``{row name: model dict}`` of comparison models (timed with the others, scale from the dict).
+        **kw: Passed to :func:`measure_latency`.
+
+    Returns:
+        One dict per (config, scale): ``config, scale, params, gflops, latency_ms``.
+    """
+    rows = []
+    for s in scales:
+        models = {}
+        for c in configs:
+            name = Path(c).name.replace("yolov5", f"yolov5{s}", 1)
+            models[Path(c).stem] = build_model(name)
+        for k, d in (extra or {}).items():
+            if d.get("scale", "n") == s:
+                models[k] = build_model(d)
+        lat = measure_latency(models, imgsz, **kw) if s in latency_scales else {}
+        for k, m in models.items():
+            rows.append({"config": k, "scale": s, "params": count_params(m), "gflops": count_gflops(m, imgsz),
+                         "latency_ms": lat.get(k)})
+    return rows
