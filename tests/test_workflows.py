@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, subprocess_env
-from yolo_attn import YOLO, workflows
+from yolo_attn import YOLO, integration, workflows
+from yolo_attn.data import shapes
 from yolo_attn.cli import entrypoint
 
 pytestmark = pytest.mark.slow
@@ -126,3 +127,44 @@ def test_resume_continues_interrupted_run(shapes_data, tmp_path):
     assert entrypoint(["train", "resume", f"model={run / 'weights' / 'last.pt'}"]) == 0
     assert [r["epoch"] for r in _epochs(run)] == [1, 2, 3]
     assert (run / "weights" / "best.pt").is_file()
+
+
+def test_no_argument_train_uses_embedded_defaults(tmp_path, monkeypatch, capsys):
+    """`yolo-attn train` alone: default attention config, shapes data generated into the user data dir, small defaults."""
+    calls = []
+
+    class FakeYOLO:
+        def __init__(self, model):
+            calls.append(("model", model))
+
+        def train(self, **kw):
+            calls.append(("train", kw))
+            self.trainer = type("T", (), {"best": tmp_path / "best.pt", "last": tmp_path / "last.pt"})
+
+    monkeypatch.setenv("YOLO_ATTN_DATA_DIR", str(tmp_path / "userdata"))
+    monkeypatch.setitem(shapes.DEFAULT_SPEC, "n_train", 4)  # generation size only; the rest is the shipped default
+    monkeypatch.setitem(shapes.DEFAULT_SPEC, "n_val", 2)
+    monkeypatch.setattr(workflows, "YOLO", FakeYOLO)
+    assert entrypoint(["train"]) == 0
+    (_, model), (_, kw) = calls
+    assert model == workflows.default_model() and Path(integration.resolve_config(model)).parent == integration.CONFIG_DIR
+    assert kw["data"] == str(tmp_path / "userdata" / "shapes" / "shapes.yaml")
+    assert {k: kw[k] for k in workflows.SHAPES_TRAIN_DEFAULTS} == workflows.SHAPES_TRAIN_DEFAULTS
+    out = capsys.readouterr().out
+    assert f"best weights: {tmp_path / 'last.pt'}" in out  # no best.pt written by the fake: falls back to last.pt
+
+    calls.clear()
+    assert entrypoint(["train", "epochs=2", "imgsz=64"]) == 0  # explicit keys win over the defaults
+    assert calls[1][1]["epochs"] == 2 and calls[1][1]["imgsz"] == 64 and calls[1][1]["batch"] == 16
+
+
+def test_no_argument_train_really_trains_the_default_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("YOLO_ATTN_DATA_DIR", str(tmp_path / "userdata"))
+    monkeypatch.setitem(shapes.DEFAULT_SPEC, "n_train", 8)
+    monkeypatch.setitem(shapes.DEFAULT_SPEC, "n_val", 2)
+    monkeypatch.setitem(shapes.DEFAULT_SPEC, "imgsz", 64)
+    assert entrypoint(["train", "epochs=1", "imgsz=64", "batch=8", "workers=0", "plots=False",
+                       f"project={tmp_path}"]) == 0
+    best = tmp_path / "train" / "weights" / "best.pt"
+    assert best.is_file()
+    assert f"best weights: {best}" in capsys.readouterr().out
