@@ -268,9 +268,13 @@ for _spec in (
 
 
 def _check_hw(hw: Any) -> tuple[int, int]:
-    if not (isinstance(hw, (tuple, list)) and len(hw) == 2 and all(isinstance(x, int) and x >= 1 for x in hw)):
-        raise ValueError(f"hw={hw!r} must be a pair of positive ints (height, width)")
-    return int(hw[0]), int(hw[1])
+    """Map size as Python ints. Traced sizes (0-d tensors under ``torch.jit.trace`` / ONNX export) become
+    constants here: the index plans are built for that size, so sparse patterns export at a fixed size."""
+    if isinstance(hw, (tuple, list)) and len(hw) == 2:
+        size = tuple(int(x) if isinstance(x, torch.Tensor) and x.numel() == 1 else x for x in hw)
+        if all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in size):
+            return size
+    raise ValueError(f"hw={hw!r} must be a pair of positive ints (height, width)")
 
 
 def attend(
