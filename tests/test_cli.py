@@ -50,7 +50,7 @@ def test_cfg_yaml_overrides_with_explicit_args_winning(tmp_path):
         (["train", "val", "x=1"], "'x' is not a valid argument"),
         (["epochs=3"], "missing mode"),
         (["train", "imgsz=[64,"], "bracket"),
-        (["bench"], "reserved"),
+        (["bench"], "bench needs one of: attention, models, accuracy"),
         (["val"], "val needs model="),
         (["predict", "model=missing.pt", "source=x.jpg"], "source=x.jpg"),
         (["val", "model=nothere.pt"], "never downloads weights"),

@@ -62,9 +62,16 @@ def _export(args: dict[str, Any]) -> None:
     workflows.export(_required(args, "model", "export"), args.pop("format", "onnx"), **args)
 
 
-def _reserved(mode: str) -> Callable[[dict[str, Any]], None]:
-    def handler(args: dict[str, Any]) -> None:
-        raise UsageError(f"mode '{mode}' is reserved and not available yet")
+def _own_grammar(mode: str) -> Callable[[list[str]], None]:
+    """Handler of a mode that parses its own words (pattern options, sizes, points): see :mod:`yolo_attn.commands`."""
+
+    def handler(words: list[str]) -> None:
+        from . import commands
+
+        try:
+            getattr(commands, mode)(words)
+        except commands.CommandError as e:
+            raise UsageError(str(e)) from None
 
     return handler
 
@@ -74,10 +81,11 @@ MODES: dict[str, Callable[[dict[str, Any]], None]] = {
     "val": _val,
     "predict": _predict,
     "export": _export,
-    "bench": _reserved("bench"),
-    "info": _reserved("info"),
-    "show": _reserved("show"),
+    "bench": _own_grammar("bench"),
+    "info": _own_grammar("info"),
+    "show": _own_grammar("show"),
 }
+RAW_MODES = {"bench", "info", "show"}  # handed the raw words after the mode (not ultralytics' keys)
 
 
 def _required(args: dict[str, Any], key: str, mode: str) -> Any:
@@ -206,6 +214,10 @@ def help_text() -> str:
         "  yolo-attn val model=runs/detect/train/weights/best.pt",
         "  yolo-attn predict model=best.pt source=path/to/images conf=0.25",
         "  yolo-attn export model=best.pt format=onnx         # also torchscript and every other ultralytics format",
+        "  yolo-attn bench attention|models|accuracy          # cost / accuracy benchmarks -> benchmarks/",
+        "  yolo-attn info model=yolov5n-local.yaml imgsz=640  # per-layer tokens, attention FLOPs and memory",
+        "  yolo-attn show pattern=local window=3 size=8x8     # the mask as a grid picture (PNG)",
+        "  yolo-attn show attention model=best.pt source=img.jpg point=320,240",
         "",
         "Every ultralytics argument passes through (see `yolo cfg`). Bare config names resolve to the configs",
         "below; put the scale letter after the version: yolov5s-c3tr.yaml builds yolov5-c3tr.yaml at scale s.",
@@ -233,6 +245,10 @@ def entrypoint(argv: Sequence[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv and argv[0].lower() in RAW_MODES:
+            ensure_fonts()
+            MODES[argv[0].lower()](argv[1:])
+            return 0
         mode, args = parse_args(argv)
         if mode in (None, "help"):
             if mode is None and argv:

@@ -1,0 +1,197 @@
+"""The ``bench``, ``info`` and ``show`` modes of ``yolo-attn``: argument grammar and dispatch to library functions.
+
+These modes take their own ``key=value`` arguments (pattern options, sizes, points), so :mod:`yolo_attn.cli` hands
+them the raw words. Values are read as YAML scalars (``3`` -> int, ``True`` -> bool, ``{local: 2}`` -> dict); lists
+are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the allowed ones.
+
+    yolo-attn bench attention [sizes=400,1600,6400,14400] [reps=5] [out=benchmarks] [device=cpu]
+    yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [out=benchmarks]
+    yolo-attn bench accuracy [configs=yolov5n.yaml,...] [seeds=0,1,2] [epochs=30] [imgsz=320] [data=...]
+    yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
+    yolo-attn show pattern=local [window=3] [size=8x8] [point=x,y] [out=pattern_local.png] [any pattern option]
+    yolo-attn show attention model=best.pt source=img.jpg point=x,y [imgsz=640] [out=attention.png]
+"""
+
+from __future__ import annotations
+
+import inspect
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+__all__ = ["CommandError", "bench", "info", "show", "parse_words"]
+
+
+class CommandError(ValueError):
+    """A usage mistake in a bench/info/show command line (reported as one line, exit status 2)."""
+
+
+def parse_words(words: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split words into positional words and ``key=value`` pairs (values parsed as YAML scalars).
+
+    Examples:
+        >>> parse_words(["attention", "sizes=400,1600", "reps=2"])
+        (['attention'], {'sizes': '400,1600', 'reps': 2})
+    """
+    pos, kv = [], {}
+    for w in words:
+        if "=" in w:
+            k, v = w.split("=", 1)
+            k = k.lstrip("-")
+            if not k:
+                raise CommandError(f"'{w}': missing key before '='")
+            try:
+                kv[k] = yaml.safe_load(v) if v != "" else None
+            except yaml.YAMLError:
+                kv[k] = v
+        else:
+            pos.append(w)
+    return pos, kv
+
+
+def _list(value: Any, cast: Callable = str) -> list:
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        return [cast(x.strip() if isinstance(x, str) else x) for x in items if str(x).strip()]
+    except ValueError as e:
+        raise CommandError(f"cannot read list {value!r}: {e}") from None
+
+
+def _take(kv: dict[str, Any], allowed: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(kv) - set(allowed))
+    if unknown:
+        raise CommandError(f"unknown argument(s) {unknown} for '{where}'; allowed: {', '.join(allowed)}")
+    return {**allowed, **kv}
+
+
+def _command_line(mode: str, words: Sequence[str]) -> str:
+    return "yolo-attn " + " ".join(shlex.quote(w) for w in [mode, *words])
+
+
+# ---------------------------------------------------------------------------------------------------------- bench
+def _bench_attention(kv: dict[str, Any], command: str) -> Any:
+    from .bench import attention as A
+
+    fn = getattr(A, "run_attention_benchmark", None)
+    if fn is None:
+        raise CommandError("yolo_attn.bench.attention.run_attention_benchmark is not available in this version")
+    params = inspect.signature(fn).parameters
+    aliases = {"sizes": ("sizes", "tokens", "ns", "n_tokens"), "reps": ("reps", "repeats"),
+               "out": ("out_dir", "out", "save_dir", "output"), "command": ("command",)}
+    args = dict(kv)
+    if "sizes" in args:
+        args["sizes"] = _list(args["sizes"], int)
+    args.setdefault("command", command)
+    call = {}
+    for key, value in args.items():
+        names = aliases.get(key, (key,))
+        name = next((n for n in names if n in params), None)
+        if name is None:
+            if key == "command":
+                continue
+            raise CommandError(f"unknown argument '{key}' for 'bench attention'; allowed: "
+                               f"{', '.join(k for k in params if k not in ('kwargs',))}")
+        call[name] = value
+    return fn(**call)
+
+
+def _bench_models(kv: dict[str, Any], command: str) -> Any:
+    from .bench.peers import run_models_benchmark
+
+    a = _take(kv, {"configs": None, "scales": "n", "imgsz": 640, "reps": 10, "warmup": 2, "threads": 2,
+                   "onnx": True, "peers": True, "out": "benchmarks"}, "bench models")
+    configs = _list(a["configs"]) or None
+    return run_models_benchmark(configs, _list(a["scales"]), int(a["imgsz"]), int(a["reps"]), int(a["warmup"]),
+                                a["threads"], bool(a["onnx"]), bool(a["peers"]), a["out"], command)
+
+
+def _bench_accuracy(kv: dict[str, Any], command: str) -> Any:
+    from .bench.accuracy import DEFAULT_CONFIGS, run_accuracy_benchmark
+
+    a = _take(kv, {"configs": ",".join(DEFAULT_CONFIGS), "seeds": "0,1,2", "data": None, "epochs": 30,
+                   "imgsz": 320, "batch": 16, "device": "cpu", "latency_imgsz": None, "reps": 10, "workers": 0,
+                   "out": "benchmarks"}, "bench accuracy")
+    return run_accuracy_benchmark(_list(a["configs"]), _list(a["seeds"], int), a["data"], int(a["epochs"]),
+                                  int(a["imgsz"]), int(a["batch"]), None if a["device"] is None else str(a["device"]),
+                                  a["latency_imgsz"], int(a["reps"]), int(a["workers"]), a["out"], command)
+
+
+BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy}
+
+
+def bench(words: Sequence[str]) -> Any:
+    """``yolo-attn bench attention|models|accuracy key=value ...`` (see the module docstring)."""
+    pos, kv = parse_words(words)
+    if len(pos) != 1 or pos[0] not in BENCHES:
+        raise CommandError(f"bench needs one of: {', '.join(BENCHES)} (got {' '.join(pos) or 'nothing'}), "
+                           "e.g. yolo-attn bench attention sizes=400,1600")
+    result = BENCHES[pos[0]](kv, _command_line("bench", words))
+    out = kv.get("out", "benchmarks")
+    print(f"bench {pos[0]}: results in {out}/")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------- info
+def info(words: Sequence[str]) -> dict:
+    """``yolo-attn info model=... [imgsz=640] [batch=1]``: print the per-layer report of :mod:`yolo_attn.inspect`."""
+    from .inspect import format_info, model_info
+
+    pos, kv = parse_words(words)
+    if pos:
+        raise CommandError(f"info takes key=value arguments only, got {pos}")
+    a = _take(kv, {"model": None, "imgsz": 640, "batch": 1}, "info")
+    if not a["model"]:
+        raise CommandError("info needs model=..., e.g. yolo-attn info model=configs/yolov5n-local.yaml imgsz=640")
+    report = model_info(str(a["model"]), int(a["imgsz"]), int(a["batch"]))
+    print(format_info(report))
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------- show
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    from .show import parse_pair
+
+    try:
+        return parse_pair(value, name)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+
+
+def show(words: Sequence[str]) -> Path:
+    """``yolo-attn show pattern=... | show attention model=... source=... point=x,y`` (see the module docstring)."""
+    from . import show as S
+
+    pos, kv = parse_words(words)
+    if pos == ["attention"]:
+        a = _take(kv, {"model": None, "source": None, "point": None, "imgsz": 640, "out": "attention.png"},
+                  "show attention")
+        missing = [k for k in ("model", "source", "point") if a[k] in (None, "")]
+        if missing:
+            raise CommandError(f"show attention needs {', '.join(f'{k}=...' for k in missing)}, e.g. "
+                               "yolo-attn show attention model=best.pt source=img.jpg point=320,240")
+        px, py = _pair(a["point"], "point")
+        path = S.show_attention(str(a["model"]), str(a["source"]), (px, py), a["out"], int(a["imgsz"]))
+    elif not pos or pos == ["pattern"]:
+        if not kv.get("pattern"):
+            raise CommandError("show needs pattern=NAME (e.g. show pattern=local window=3 size=8x8) or "
+                               "'show attention model=... source=... point=x,y'")
+        kv = dict(kv)
+        name = str(kv.pop("pattern"))
+        size = _pair(kv.pop("size", "8x8"), "size")
+        point = _pair(kv.pop("point"), "point") if "point" in kv else None
+        out = kv.pop("out", f"pattern_{name}.png")
+        if "global_idx" in kv:
+            kv["global_idx"] = tuple(_list(kv["global_idx"], int))
+        try:
+            path = S.show_pattern(name, size, point, out, **kv)
+        except TypeError as e:
+            raise CommandError(str(e)) from None
+    else:
+        raise CommandError(f"show: unexpected {' '.join(pos)}; use 'show pattern=NAME ...' or 'show attention ...'")
+    print(f"saved {path}")
+    return Path(path)
