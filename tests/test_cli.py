@@ -65,7 +65,7 @@ def test_usage_errors_are_one_line_exit_2(argv, needle, capsys):
     assert "Traceback" not in err
 
 
-def test_modes_table_reserves_future_modes():
+def test_modes_table_has_every_mode():
     assert list(MODES) == ["train", "val", "predict", "export", "bench", "info", "show"]
     mode, args = parse_args(["predict", "show"])  # after a mode, `show` is ultralytics' bool flag again
     assert (mode, args) == ("predict", {"show": True})
