@@ -189,7 +189,7 @@ def show(words: Sequence[str]) -> Path:
             kv["global_idx"] = tuple(_list(kv["global_idx"], int))
         try:
             path = S.show_pattern(name, size, point, out, **kv)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:  # unknown pattern / option, bad option value, point off the map
             raise CommandError(str(e)) from None
     else:
         raise CommandError(f"show: unexpected {' '.join(pos)}; use 'show pattern=NAME ...' or 'show attention ...'")
