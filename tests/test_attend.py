@@ -189,3 +189,11 @@ def test_attend_rejects_bad_inputs():
         attend(q, q, q, "axial", hw=(5, 7), rel_pos_bias=torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match=r"rel_pos_bias shape \(2, 4, 3\)"):
         attend(q, q, q, "local", hw=(5, 7), rel_pos_bias=torch.zeros(2, 4, 3))
+
+
+def test_benchmark_library_writes_its_report(tmp_path):
+    from yolo_attn.bench.attention import run_attention_benchmark
+
+    rows = run_attention_benchmark([64], ["local", "window"], repeats=1, out_dir=tmp_path, progress=False, flex=False)
+    assert {r["contender"] for r in rows} == {"full", "local", "window", "local: SDPA + bool mask"}
+    assert all((tmp_path / f"attention.{ext}").is_file() for ext in ("csv", "md", "png"))

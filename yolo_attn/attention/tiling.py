@@ -244,7 +244,7 @@ def tile_plan(kind: str, h: int, w: int, params: tuple, device: torch.device, dt
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x[:, :, idx]`` for ``x [B, h, N, d]`` and ``idx [T, S]`` -> ``[B, h, T, S, d]``."""
-    return x.index_select(2, idx.reshape(-1)).unflatten(2, idx.shape)
+    return x[:, :, idx.reshape(-1)].unflatten(2, idx.shape)
 
 
 def tiled_attention(
@@ -288,4 +288,4 @@ def tiled_attention(
         vt = torch.cat([vt, extra_v.unsqueeze(2).expand(shape)], dim=3)
         full_bias = torch.cat([full_bias, extra_bias.expand(*full_bias.shape[:-1], -1)], dim=-1)
     out = masked_attention(qt, kt, vt, bias=full_bias, dropout_p=dropout_p)
-    return out.flatten(2, 3).index_select(2, plan.home)
+    return out.flatten(2, 3)[:, :, plan.home]
