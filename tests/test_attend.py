@@ -197,3 +197,12 @@ def test_benchmark_library_writes_its_report(tmp_path):
     rows = run_attention_benchmark([64], ["local", "window"], repeats=1, out_dir=tmp_path, progress=False, flex=False)
     assert {r["contender"] for r in rows} == {"full", "local", "window", "local: SDPA + bool mask"}
     assert all((tmp_path / f"attention.{ext}").is_file() for ext in ("csv", "md", "png"))
+
+
+@pytest.mark.parametrize("case", ["local4", "swin", "global_tokens"])
+def test_chunked_tiles_match_reference(case, monkeypatch):
+    from yolo_attn.attention import tiling
+
+    monkeypatch.setattr(tiling, "CHUNK_LOGITS", 1)  # one tile per chunk
+    table = None if case == "global_tokens" else torch.randn(2, 5, 7, dtype=torch.float64)
+    _check(*CASES[case], (13, 10), 2, torch.float64, table)

@@ -10,7 +10,8 @@ the outer product of the two axis plans: ``T = Tr * Tc`` tiles of ``Q = tr * tc`
 Queries are gathered into ``[B, heads, T, Q, d]``, keys/values into ``[B, heads, T, R, d]``, attention runs in
 :func:`~yolo_attn.attention.kernel.masked_attention` with the cached additive mask ``[T, Q, R]``, and every token
 reads its output back from its one *home* slot. Padding slots (clamped, duplicated positions) are computed but
-never read, and duplicated keys are masked, so outputs and gradients are exact. Memory is ``O(N * R)``.
+never read, and duplicated keys are masked, so outputs and gradients are exact. Memory is ``O(N * R)``; tiles run
+in chunks of about :data:`CHUNK_LOGITS` logits.
 
 All index tensors are built with ``torch.arange`` arithmetic (no loops over tiles) and cached per
 ``(kind, h, w, params, device)``.
@@ -28,6 +29,10 @@ from .kernel import mask_to_bias, masked_attention
 from .patterns import axis_neighbourhood, axis_window, band, window_shift
 
 __all__ = ["AxisPlan", "TilePlan", "neighbourhood_axis", "window_axis", "band_axis", "tile_plan", "tiled_attention"]
+
+#: Logits per chunk of tiles (batch * heads * tiles * Q * R): chunks keep the working set cache-sized and the
+#: peak memory a small multiple of the inputs.
+CHUNK_LOGITS = 1 << 19
 
 Predicate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -280,12 +285,22 @@ def tiled_attention(
         >>> tiled_attention(q, q, q, plan).shape
         torch.Size([1, 2, 35, 4])
     """
-    qt, kt, vt = _gather(q, plan.q_idx), _gather(k, plan.k_idx), _gather(v, plan.k_idx)
-    full_bias = plan.bias if bias is None else plan.bias + bias
+    n_tiles, per_tile = plan.bias.shape[0], q.shape[0] * q.shape[1] * plan.bias[0].numel()
+    step = max(1, CHUNK_LOGITS // per_tile)
+    outs = [
+        _attend_tiles(q, k, v, plan, slice(start, start + step), bias, extra_k, extra_v, extra_bias, dropout_p)
+        for start in range(0, n_tiles, step)
+    ]
+    return torch.cat(outs, dim=2).flatten(2, 3)[:, :, plan.home]
+
+
+def _attend_tiles(q, k, v, plan, tiles, bias, extra_k, extra_v, extra_bias, dropout_p):
+    """Attention of one chunk of tiles: ``[B, heads, t, Q, dv]``."""
+    qt, kt, vt = _gather(q, plan.q_idx[tiles]), _gather(k, plan.k_idx[tiles]), _gather(v, plan.k_idx[tiles])
+    full_bias = plan.bias[tiles] if bias is None else plan.bias[tiles] + bias[..., tiles, :, :]
     if extra_k is not None:
         shape = (-1, -1, qt.shape[2], -1, -1)
         kt = torch.cat([kt, extra_k.unsqueeze(2).expand(shape)], dim=3)
         vt = torch.cat([vt, extra_v.unsqueeze(2).expand(shape)], dim=3)
-        full_bias = torch.cat([full_bias, extra_bias.expand(*full_bias.shape[:-1], -1)], dim=-1)
-    out = masked_attention(qt, kt, vt, bias=full_bias, dropout_p=dropout_p)
-    return out.flatten(2, 3)[:, :, plan.home]
+        full_bias = torch.cat([full_bias, extra_bias[tiles].expand(*full_bias.shape[:-1], -1)], dim=-1)
+    return masked_attention(qt, kt, vt, bias=full_bias, dropout_p=dropout_p)
