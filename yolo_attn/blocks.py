@@ -108,6 +108,8 @@ def build_attention(dim: int, kind: str = "full", options: Mapping | None = None
     if not isinstance(options, Mapping):
         raise ValueError(f"options must be a mapping such as {{window: 7, heads: 4}}, got {options!r}")
     opts = dict(options)
+    if kind == "mixed" and (not isinstance(opts.get("heads"), Mapping) or not opts["heads"]):
+        raise ValueError(f"mixed needs heads as a mapping pattern -> count, e.g. {{local: 2, global: 1}}; got {opts.get('heads')!r}")
     cls, fixed, allowed = _kind_options(kind, opts)
     for key in opts:
         if key not in allowed and key not in BLOCK_OPTIONS:
@@ -126,8 +128,6 @@ def build_attention(dim: int, kind: str = "full", options: Mapping | None = None
     heads = opts.pop("heads", None)
     head_dim = opts.pop("head_dim", 32)
     if kind == "mixed":
-        if not isinstance(heads, Mapping) or not heads:
-            raise ValueError(f"mixed needs heads as a mapping pattern -> count, e.g. {{local: 2, global: 1}}; got {heads!r}")
         fixed = {**fixed, "heads": dict(heads)}
         heads = sum(heads.values())
     elif heads is None:
@@ -303,7 +303,7 @@ class _BoTBottleneck(nn.Module):
         attn, rest = build_attention(c_, kind, options)
         if "mlp_ratio" in rest:
             raise ValueError("option 'mlp_ratio' is not used by BoTBlock (no MLP); remove it")
-        self.pos_kind = rest["pos"]
+        self.kind, self.pos_kind = _canonical(kind), rest["pos"]
         self.pos = build_pos_encoding(rest["pos"], c_, rest["heads"]) if rest["pos"] != "rel" else nn.Identity()
         self.attn, self.bn = attn, nn.Sequential(nn.BatchNorm2d(c_), nn.SiLU())
         self.cv2 = Conv(c_, c2, 1, 1, act=False)

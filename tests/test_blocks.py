@@ -1,0 +1,148 @@
+"""Blocks: every attention kind inside C3Attn / AttnBlock / BoTBlock, positional encodings, the ViT stem, the C3TR
+drop-in, and YAML argument validation (errors name the layer, the argument and the allowed values)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+import yolo_attn  # noqa: F401  (registers the blocks)
+from conftest import CONFIGS
+from ultralytics.nn.modules import C3TR
+from ultralytics.nn.tasks import DetectionModel
+from yolo_attn.attention.posenc import POS_ENCODINGS
+from yolo_attn.blocks import AttnBlock, BoTBlock, C3Attn, PatchEmbed, attention_kinds, build_attention
+from yolo_attn.integration import YamlConfigError
+
+# options for each kind at the small test sizes (every kind of the core must appear here)
+KIND_OPTIONS = {
+    "full": {},
+    "local": {"window": 3},
+    "dilated": {"window": 3, "dilation": 2},
+    "local1d": {"window": 4},
+    "dilated1d": {"window": 2, "dilation": 3},
+    "window": {"window": 4, "shift": True},
+    "axial": {},
+    "global": {"global_idx": [0, 7], "base": "local", "window": 3},
+    "mixed": {"heads": {"local": 2, "dilated": 1, "global": 1}, "window": 3, "dilation": 2},
+    "tokens": {"num_global_tokens": 2, "window": 3},
+    "cluster": {"num_clusters": 4},
+    "sinkhorn": {"block_size": 16},
+    "linear": {},
+}
+
+
+def _grads_ok(block: torch.nn.Module) -> list[str]:
+    return [n for n, p in block.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+
+
+def test_every_kind_is_covered():
+    assert set(attention_kinds()) == set(KIND_OPTIONS)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("kind", sorted(KIND_OPTIONS))
+def test_c3attn_every_kind(kind, batch):
+    options = KIND_OPTIONS[kind] if kind == "mixed" else {**KIND_OPTIONS[kind], "heads": 4}
+    block = C3Attn(16, 64, 2, kind, options)
+    x = torch.randn(batch, 16, 9, 11)
+    y = block(x)
+    assert y.shape == (batch, 64, 9, 11) and torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert not _grads_ok(block)
+
+
+@pytest.mark.parametrize("pos", POS_ENCODINGS)
+def test_positional_encodings(pos):
+    block = AttnBlock(32, 32, 1, "local", {"window": 3, "pos": pos})
+    y = block(torch.randn(2, 32, 7, 10))
+    y.square().mean().backward()
+    assert y.shape == (2, 32, 7, 10) and not _grads_ok(block)
+
+
+def test_pos_changes_output():
+    x = torch.randn(1, 16, 6, 6)
+    torch.manual_seed(1)
+    a = AttnBlock(16, 16, 1, "full", {"pos": "none"}).eval()
+    torch.manual_seed(1)
+    b = AttnBlock(16, 16, 1, "full", {"pos": "sincos"}).eval()
+    assert not torch.allclose(a(x), b(x))
+
+
+@pytest.mark.parametrize("kind", ["full", "local", "tokens", "linear"])
+def test_bot_block(kind):
+    block = BoTBlock(32, 64, 2, kind, KIND_OPTIONS[kind])
+    y = block(torch.randn(2, 32, 8, 10))
+    y.square().mean().backward()
+    assert y.shape == (2, 64, 8, 10) and not _grads_ok(block)
+
+
+def test_attn_block_any_slot():
+    block = AttnBlock(24, 48, 2, "axial", {"mlp_ratio": 1})
+    assert block(torch.randn(1, 24, 5, 13)).shape == (1, 48, 5, 13)
+
+
+def test_patch_embed_is_a_patch_conv():
+    pe = PatchEmbed(3, 32, 4)
+    conv = pe.proj.conv
+    assert conv.kernel_size == conv.stride == (4, 4) and conv.padding == (0, 0)
+    assert pe(torch.randn(1, 3, 64, 48)).shape == (1, 32, 16, 12)
+
+
+def test_c3attn_full_is_a_c3tr_drop_in():
+    ours, theirs = C3Attn(128, 256, 3), C3TR(128, 256, 3)
+    assert [type(m).__name__ for m in (ours.cv1, ours.cv2, ours.cv3)] == ["Conv"] * 3
+    for a, b in ((ours.cv1, theirs.cv1), (ours.cv2, theirs.cv2), (ours.cv3, theirs.cv3)):
+        assert a.conv.weight.shape == b.conv.weight.shape
+    assert len(ours.m) == 3 and ours.m.kind == "full"
+    x = torch.randn(1, 128, 20, 20)
+    assert ours(x).shape == theirs(x).shape
+
+
+def test_heads_default_divides_at_every_width():
+    for dim in (8, 16, 24, 40, 64, 96, 160, 320, 640):
+        _, rest = build_attention(dim, "local", {"window": 3})
+        assert dim % rest["heads"] == 0 and rest["heads"] >= 1
+
+
+def test_mixed_heads_sum():
+    _, rest = build_attention(64, "mixed", {"heads": {"local": 2, "dilated": 1, "global": 1}, "window": 3})
+    assert rest["heads"] == 4
+
+
+# ------------------------------------------------------------------------------------------- YAML validation
+def _yaml_with(layer13: str, scale: str = "n") -> dict:
+    text = (CONFIGS / "yolov5-local.yaml").read_text()
+    lines = [layer13 + " # 13" if line.rstrip().endswith("# 13") else line for line in text.splitlines()]
+    d = yaml.safe_load("\n".join(lines))
+    d["scale"] = scale
+    return d
+
+
+@pytest.mark.parametrize(
+    "layer, must_contain",
+    [
+        ("  - [-1, 1, C3Attn, [512, locl, {window: 7}]]", ["layer 13", "'locl'", "local", "dilated", "window"]),
+        ("  - [-1, 1, C3Attn, [512, local, {windw: 7}]]", ["layer 13", "'windw'", "allowed", "window"]),
+        ("  - [-1, 1, C3Attn, [512, local, {window: 0}]]", ["layer 13", "window=0", ">= 1"]),
+        ("  - [-1, 1, C3Attn, [512, local, {window: 7, heads: 3}]]", ["layer 13", "heads=3", "64"]),
+        ("  - [-1, 1, C3Attn, [512, local, window=7]]", ["layer 13", "mapping"]),
+        ("  - [-1, 1, C3Attn, [512, local, {pos: rope}]]", ["layer 13", "pos='rope'", "sincos", "cpe"]),
+        ("  - [-1, 1, C3Attn, [512, mixed, {heads: {local: 2, foo: 1}}]]", ["layer 13", "'foo'", "local"]),
+        ("  - [-1, 1, C3Attn, [512, tokens, {pos: rel}]]", ["layer 13", "pos='rel'", "cpe"]),
+        ("  - [-1, 2, PatchEmbed, [512, 4]]", ["layer 13", "number=2"]),
+        ("  - [-1, 1, PatchEmbed, [512, 0]]", ["layer 13", "patch=0"]),
+    ],
+)
+def test_invalid_yaml_fails_at_build_naming_layer_argument_allowed(layer, must_contain):
+    with pytest.raises(YamlConfigError) as err:
+        DetectionModel(_yaml_with(layer), verbose=False)
+    for s in must_contain:
+        assert s in str(err.value), f"{s!r} not in: {err.value}"
+
+
+def test_stride_alias_and_yaml_types_survive():
+    d = _yaml_with("  - [-1, 1, C3Attn, [512, stride, {window: 5, dilation: 2, pos: sincos, mlp_ratio: 1.5}]]")
+    block = DetectionModel(d, verbose=False).model[13]
+    assert block.m.kind == "dilated" and block.m.pos_kind == "sincos"

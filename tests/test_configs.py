@@ -1,0 +1,93 @@
+"""Every shipped attention config: builds at every scale, forward at 640 and 320x416, backward with a gradient for
+every parameter, fuse()/info(), full attention never at P3, one training epoch on generated data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import yolo_attn
+from conftest import CONFIGS
+from ultralytics.nn.tasks import DetectionModel
+
+ATTN_CONFIGS = sorted(p.name for p in CONFIGS.glob("yolov5-*.yaml"))
+REQUIRED = {f"yolov5-{k}.yaml" for k in "c3tr local dilated global mixed window axial cluster sinkhorn linear".split()}
+
+
+def _build(name: str, scale: str) -> DetectionModel:
+    d = yaml.safe_load((CONFIGS / name).read_text())
+    d["scale"] = scale
+    return DetectionModel(d, verbose=False)
+
+
+def _stacks(model):
+    """Modules that run attention on a feature map and know their kind (transformer stacks, BoT bottlenecks)."""
+    return [m for m in model.modules() if type(m).__module__ == "yolo_attn.blocks" and hasattr(m, "kind")]
+
+
+def test_required_configs_exist_and_explain_themselves():
+    assert REQUIRED <= set(ATTN_CONFIGS)
+    for name in ATTN_CONFIGS:
+        text = (CONFIGS / name).read_text()
+        assert text.startswith("# YOLOv5 + "), f"{name} must start with a comment saying where attention sits"
+
+
+@pytest.mark.parametrize("scale", "lmx")
+@pytest.mark.parametrize("name", ATTN_CONFIGS)
+def test_builds_at_large_scales(name, scale):
+    model = _build(name, scale)
+    assert any(type(m).__module__ == "yolo_attn.blocks" for m in model.model)
+
+
+@pytest.mark.parametrize("name", ATTN_CONFIGS)
+def test_scale_s_forward_320x416(name):
+    model = _build(name, "s").eval()
+    with torch.no_grad():
+        y, preds = model(torch.zeros(1, 3, 320, 416))
+    assert [f.shape[-2:] for f in preds["feats"]] == [(40, 52), (20, 26), (10, 13)]
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", ATTN_CONFIGS)
+def test_scale_n_forward_backward_fuse_info(name):
+    model = _build(name, "n")
+    seen = {}
+    def record(m, i, o):
+        seen[id(m)] = (m.kind, tuple(i[0].shape[-2:]))
+
+    hooks = [s.register_forward_hook(record) for s in _stacks(model)]
+    # backward at 320x416, batch 2: every parameter gets a gradient
+    model.train()
+    out = model(torch.randn(2, 3, 320, 416))
+    (out["boxes"].square().mean() + out["scores"].square().mean()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert not missing, f"parameters without gradient: {missing}"
+    for h in hooks:
+        h.remove()
+    # full attention only at P5 (stride 32): at 320x416 that is a 10x13 map
+    assert seen, "no attention layer ran"
+    for kind, hw in seen.values():
+        if kind == "full":
+            assert tuple(hw) == (10, 13), f"full attention on a {tuple(hw)} map (only P5 allowed)"
+    # forward at 640 in eval, fused, and info
+    model.eval()
+    with torch.no_grad():
+        y0 = model(torch.zeros(1, 3, 640, 640))[0]
+        fused = model.fuse(verbose=False)
+        y1 = fused(torch.zeros(1, 3, 640, 640))[0]
+    assert y0.shape == (1, 84, 8400) and torch.isfinite(y1).all()
+    torch.testing.assert_close(y1, y0, atol=1e-3, rtol=1e-3)
+    n_layers, n_params, _, gflops = fused.info(detailed=True, verbose=True)
+    assert n_params > 0 and gflops > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ATTN_CONFIGS)
+def test_trains_one_epoch(name, shapes_data, tmp_path):
+    model = yolo_attn.YOLO(name.replace("yolov5", "yolov5n"))
+    model.train(data=str(shapes_data), epochs=1, imgsz=64, batch=8, workers=0, project=str(tmp_path), name="run",
+                exist_ok=True, plots=False, val=False, device="cpu", verbose=False)
+    assert (tmp_path / "run" / "weights" / "last.pt").exists()
