@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
 import time
 import weakref
@@ -245,6 +246,9 @@ def write_report(rows: list[dict], raw: dict[int, dict[str, list[float]]], out_d
         f"fp32, batch 1, 2 heads x 32, window 7 (dilation 2), {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}; {repeats} interleaved rounds per size, median time; ratios are medians of per-round "
         "ratios. `vs full` = time(full) / time(row). Written by `scripts/bench_attention.py`.", "",
+        f"Host load average when written (1/5/15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+        f"{os.cpu_count()} cores; above ~1 other processes share the cores and absolute times and ratios are "
+        "noisy (re-run on an idle machine).", "",
         "Peak memory: largest sum of live op-output bytes during one call, tracked by a `TorchDispatchMode` "
         "(each op output counts from creation until its tensor is freed; inputs excluded). `cached` = masks / "
         "index plans kept between calls (the N x N bool mask for the dense baselines; our plans are O(N)).", "",
