@@ -17,6 +17,7 @@ if _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith("yolo-attn") 
 # ---
 
 from . import blocks  # noqa: F401  (registers the blocks)
+from .attention import PATTERNS, Attention, attend, pattern_mask
 from .integration import (
     YOLO,
     AttnDetectionTrainer,
@@ -27,6 +28,17 @@ from .integration import (
 )
 
 __version__ = "0.1.0"
-__all__ = ["YOLO", "AttnDetectionTrainer", "YamlConfigError", "register_block", "registered_blocks", "__version__"]
+__all__ = [
+    "PATTERNS",
+    "YOLO",
+    "Attention",
+    "AttnDetectionTrainer",
+    "YamlConfigError",
+    "attend",
+    "pattern_mask",
+    "register_block",
+    "registered_blocks",
+    "__version__",
+]
 
 allow_package_classes()

@@ -1,5 +1,45 @@
-"""Attention core: mask-defined patterns, their exact fast paths and the generic multi-head module."""
+"""Attention core: mask-defined patterns, their exact fast paths, the learned variants and positional encodings."""
 
+from .cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
 from .functional import PATTERNS, attend, pattern_mask, relative_position_bias
 from .kernel import mask_to_bias, masked_attention
+from .linear import LinearAttention, linear_attention
 from .modules import Attention
+from .posenc import (
+    POS_ENCODINGS,
+    ConditionalPosEncoding,
+    LearnedPosEmbed,
+    RelativePositionBias,
+    SinCosPosEmbed,
+    build_pos_encoding,
+    sincos_2d,
+)
+from .sinkhorn import SinkhornAttention, sinkhorn_attention, sinkhorn_mask
+from .tokens import GlobalTokenAttention
+
+__all__ = [
+    "PATTERNS",
+    "POS_ENCODINGS",
+    "ROUTERS",
+    "Attention",
+    "ClusterAttention",
+    "ConditionalPosEncoding",
+    "GlobalTokenAttention",
+    "LearnedPosEmbed",
+    "LinearAttention",
+    "RelativePositionBias",
+    "SinCosPosEmbed",
+    "SinkhornAttention",
+    "attend",
+    "build_pos_encoding",
+    "cluster_attention",
+    "cluster_mask",
+    "linear_attention",
+    "mask_to_bias",
+    "masked_attention",
+    "pattern_mask",
+    "relative_position_bias",
+    "sincos_2d",
+    "sinkhorn_attention",
+    "sinkhorn_mask",
+]
