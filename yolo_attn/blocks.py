@@ -123,8 +123,9 @@ def build_attention(dim: int, kind: str = "full", options: Mapping | None = None
     pos = opts.pop("pos", "cpe" if kind != "full" else "none")
     if pos not in POS_ENCODINGS:
         raise ValueError(f"pos={pos!r} is not one of {', '.join(POS_ENCODINGS)}")
-    if pos == "rel" and kind in FAMILIES:
-        raise ValueError(f"pos='rel' needs a mask-pattern kind; for {kind} use one of none, sincos, learned, cpe")
+    rel_kinds = [k for k, spec in _core("functional").PATTERNS.items() if spec.rel_pos]
+    if pos == "rel" and kind not in rel_kinds:
+        raise ValueError(f"pos='rel' is supported for {', '.join(rel_kinds)}; for {kind} use none, sincos, learned or cpe")
     heads = opts.pop("heads", None)
     head_dim = opts.pop("head_dim", 32)
     if kind == "mixed":

@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Config gallery: parameters, GFLOPs at 640 (attention matmuls included) and CPU latency of every shipped config.
+
+Writes ``benchmarks/gallery.md`` and ``benchmarks/gallery.csv``. All latencies of one scale come from one interleaved
+run (:func:`yolo_attn.bench.models.measure_latency`), together with two comparison models that are *not* shipped:
+plain YOLOv5 (``yolov5.yaml``) and ultralytics' own ``C3TR`` in the ``C3Attn`` slot of ``yolov5-c3tr``. The two
+acceptance ratios (``yolov5n-local / yolov5n`` <= 1.25, ``yolov5n-c3tr / C3TR peer`` <= 1.05) are printed and written.
+
+    python scripts/gallery.py                       # params/GFLOPs at n/s/m/l/x, latency at n
+    python scripts/gallery.py --scales n --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported: no network probe
+os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from yolo_attn.bench import report  # noqa: E402
+from yolo_attn.bench.models import c3tr_peer_config, gallery  # noqa: E402
+from yolo_attn.integration import CONFIG_DIR  # noqa: E402
+
+PEER = "peer: ultralytics C3TR in yolov5-c3tr (not shipped)"
+RATIOS = {  # name: (model, reference, limit)
+    "yolov5n-local / yolov5n": ("yolov5-local", "yolov5", 1.25),
+    "yolov5n-c3tr / ultralytics C3TR peer": ("yolov5-c3tr", PEER, 1.05),
+}
+
+
+def _replace_marked(path: Path, block: str) -> None:
+    """Replace the text between the gallery markers of ``path`` (files without both markers are left alone)."""
+    start, end = "<!-- gallery:start -->", "<!-- gallery:end -->"
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        path.write_text(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scales", default="nsmlx", help="scales for params / GFLOPs (letters)")
+    ap.add_argument("--latency-scales", default="n", help="scales whose CPU latency is measured (letters)")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved timed rounds (median reported)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    ap.add_argument("--docs", type=Path, nargs="*", default=[ROOT / "docs" / "blocks.md", ROOT / "README.md"],
+                    help="markdown files whose <!-- gallery:start --> ... <!-- gallery:end --> section is replaced")
+    args = ap.parse_args(argv)
+
+    configs = ["yolov5.yaml"] + sorted(p.name for p in CONFIG_DIR.glob("yolov5-*.yaml"))
+    extra = {PEER: c3tr_peer_config(f"yolov5{s}-c3tr.yaml") for s in args.scales}
+    rows = gallery(configs, args.scales, args.latency_scales, args.imgsz, extra=extra, repeats=args.repeats,
+                   threads=args.threads)
+    base = {r["scale"]: r["latency_ms"] for r in rows if r["config"] == "yolov5"}
+    table = [
+        {
+            "config": r["config"] if r["config"] == PEER else f"{r['config'].replace('yolov5', 'yolov5' + r['scale'], 1)}",
+            "params (M)": round(r["params"] / 1e6, 3),
+            f"GFLOPs@{args.imgsz}": round(r["gflops"], 2),
+            f"CPU ms@{args.imgsz}": None if r["latency_ms"] is None else round(r["latency_ms"], 1),
+            "x yolov5": None if r["latency_ms"] is None else round(r["latency_ms"] / base[r["scale"]], 3),
+        }
+        for r in sorted(rows, key=lambda r: ("nsmlx".index(r["scale"]), r["config"] != "yolov5", r["config"] == PEER))
+    ]
+    lat = {r["config"]: r["latency_ms"] for r in rows if r["scale"] == "n" and r["latency_ms"] is not None}
+    verdicts = []
+    for name, (model, ref, limit) in RATIOS.items():
+        if model in lat and ref in lat:
+            ratio = lat[model] / lat[ref]
+            verdicts.append(f"{name} = {ratio:.3f} (limit {limit}: {'met' if ratio <= limit else 'MISSED'})")
+    command = "python scripts/gallery.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    notes = report.header_notes(command.strip()) + [
+        f"GFLOPs: torch FlopCounterMode over one forward at {args.imgsz}x{args.imgsz} (1 multiply-add = 2 FLOPs), "
+        "convolutions, linear layers and attention matmuls included. Latency: batch 1, eval, fuse(), "
+        f"{args.threads} threads, median of {args.repeats} interleaved rounds, all models of a scale in one run.",
+        "Acceptance ratios (same run): " + "; ".join(verdicts),
+    ]
+    block = "\n\n".join([*notes[2:], report.markdown_table(table)])
+    for doc in args.docs:
+        _replace_marked(doc, block)
+    report.write_csv(table, args.out / "gallery.csv")
+    report.write_markdown(table, args.out / "gallery.md", "Config gallery", notes)
+    print(report.markdown_table(table))
+    print("\n".join(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
