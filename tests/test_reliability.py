@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import textwrap
+import types
 
 import torch
 
@@ -66,3 +67,22 @@ def test_same_seed_same_weights(shapes_data, tmp_path):
     assert not mismatched, mismatched[:5]
     init = yolo_attn.YOLO("yolov5n-c3tr.yaml").model.state_dict()
     assert any(not torch.equal(a[k], init[k].float()) for k in a if "weight" in k)  # training changed weights
+
+
+def test_amp_check_never_downloads_offline(monkeypatch, tmp_path):
+    """On CUDA offline, ultralytics' AMP check would download reference weights; ours keeps AMP on without trying."""
+    import ultralytics.utils as uutils
+    import ultralytics.utils.checks as checks
+    from yolo_attn.integration import _offline_aware_check_amp
+
+    model = yolo_attn.YOLO("yolov5n-c3tr.yaml").model
+    calls = []
+    monkeypatch.setattr(checks, "check_amp", lambda m: calls.append(m) or False)
+    monkeypatch.setattr(uutils, "ONLINE", False)
+    monkeypatch.setattr(uutils, "WEIGHTS_DIR", tmp_path)
+    assert _offline_aware_check_amp(model) is False and len(calls) == 1  # CPU: ultralytics decides (no AMP)
+    class OnCuda(torch.nn.Module):  # reports a CUDA parameter without needing a GPU
+        def parameters(self, recurse=True):
+            yield types.SimpleNamespace(device=torch.device("cuda"))
+
+    assert _offline_aware_check_amp(OnCuda()) is True and len(calls) == 1  # CUDA offline: skipped, AMP on

@@ -277,12 +277,39 @@ def _print_table(d: dict, model: nn.Sequential) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ model and trainer
+def _offline_aware_check_amp(model: nn.Module) -> bool:
+    """ultralytics' AMP check, minus its download: offline without the reference weights, keep AMP on and say so.
+
+    ultralytics checks AMP on CUDA by running its ``yolo26n.pt`` reference model, downloading it when missing; on an
+    offline machine that is a network attempt and a time-out before every training.
+    """
+    from ultralytics.utils import ONLINE, WEIGHTS_DIR
+    from ultralytics.utils.checks import check_amp
+
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if on_cuda and not ONLINE and not (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+        LOGGER.warning("AMP check skipped: offline and no yolo26n.pt reference weights; AMP stays on (amp=False turns it off)")
+        return True
+    return check_amp(model)
+
+
 class AttnDetectionTrainer(DetectionTrainer):
     """ultralytics' detection trainer, living in yolo_attn.
 
     Multi-GPU training pickles the trainer class into the DDP launch file; because this class lives in yolo_attn,
-    every worker imports yolo_attn (registering our blocks) before it rebuilds the model from the YAML.
+    every worker imports yolo_attn (registering our blocks) before it rebuilds the model from the YAML. Offline, the
+    CUDA AMP check runs without its reference-weight download (:func:`_offline_aware_check_amp`).
     """
+
+    def _setup_train(self) -> None:
+        import ultralytics.engine.trainer as trainer_module
+
+        original = trainer_module.check_amp
+        trainer_module.check_amp = _offline_aware_check_amp
+        try:
+            super()._setup_train()
+        finally:
+            trainer_module.check_amp = original
 
 
 def resolve_config(model: str | Path) -> str | Path:
