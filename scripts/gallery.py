@@ -55,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     configs = ["yolov5.yaml"] + sorted(p.name for p in CONFIG_DIR.glob("yolov5-*.yaml"))
-    extra = {PEER: c3tr_peer_config(f"yolov5{s}-c3tr.yaml") for s in args.scales}
+    extra = {PEER: lambda s: c3tr_peer_config(f"yolov5{s}-c3tr.yaml")}
     rows = gallery(configs, args.scales, args.latency_scales, args.imgsz, extra=extra, repeats=args.repeats,
                    threads=args.threads)
     base = {r["scale"]: r["latency_ms"] for r in rows if r["config"] == "yolov5"}
+    def label(r: dict) -> str:
+        return f"{PEER} ({r['scale']})" if r["config"] == PEER else r["config"].replace("yolov5", "yolov5" + r["scale"], 1)
+
     table = [
         {
-            "config": r["config"] if r["config"] == PEER else f"{r['config'].replace('yolov5', 'yolov5' + r['scale'], 1)}",
+            "config": label(r),
             "params (M)": round(r["params"] / 1e6, 3),
             f"GFLOPs@{args.imgsz}": round(r["gflops"], 2),
             f"CPU ms@{args.imgsz}": None if r["latency_ms"] is None else round(r["latency_ms"], 1),

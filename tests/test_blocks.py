@@ -146,3 +146,15 @@ def test_stride_alias_and_yaml_types_survive():
     d = _yaml_with("  - [-1, 1, C3Attn, [512, stride, {window: 5, dilation: 2, pos: sincos, mlp_ratio: 1.5}]]")
     block = DetectionModel(d, verbose=False).model[13]
     assert block.m.kind == "dilated" and block.m.pos_kind == "sincos"
+
+
+def test_gflops_count_includes_attention_matmuls():
+    from yolo_attn.bench.models import count_gflops
+
+    c, h, w = 16, 12, 10
+    n = h * w
+    block = AttnBlock(3, c, 1, "full", {"pos": "none", "heads": 2}).eval()
+    expected = 2 * n * 3 * c  # 1x1 conv
+    expected += 2 * n * c * 3 * c + 2 * n * c * c + 2 * (2 * n * c * 2 * c)  # qkv, proj, MLP (ratio 2)
+    expected += 2 * 2 * n * n * c  # q k^T and attn v over all heads
+    assert count_gflops(block, (h, w)) * 1e9 == pytest.approx(expected)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -183,7 +183,7 @@ def gallery(
     scales: Iterable[str] = ("n",),
     latency_scales: Iterable[str] = ("n",),
     imgsz: int = 640,
-    extra: Mapping[str, dict] | None = None,
+    extra: Mapping[str, Callable[[str], dict]] | None = None,
     **kw,
 ) -> list[dict]:
     """Rows of the config gallery; all latencies of a scale are measured in one interleaved run.
@@ -193,7 +193,7 @@ def gallery(
         scales: Scales to report params / GFLOPs for.
         latency_scales: Scales whose latency is measured.
         imgsz: Input size.
-        extra: ``{row name: model dict}`` of comparison models (timed with the others, scale from the dict).
+        extra: ``{row name: scale -> model dict}`` of comparison models, timed with the configs of each scale.
         **kw: Passed to :func:`measure_latency`.
 
     Returns:
@@ -205,9 +205,8 @@ def gallery(
         for c in configs:
             name = Path(c).name.replace("yolov5", f"yolov5{s}", 1)
             models[Path(c).stem] = build_model(name)
-        for k, d in (extra or {}).items():
-            if d.get("scale", "n") == s:
-                models[k] = build_model(d)
+        for k, make in (extra or {}).items():
+            models[k] = build_model(make(s), scale=s)
         lat = measure_latency(models, imgsz, **kw) if s in latency_scales else {}
         for k, m in models.items():
             rows.append({"config": k, "scale": s, "params": count_params(m), "gflops": count_gflops(m, imgsz),

@@ -7,6 +7,7 @@ the allowed values; the registration seam prefixes the layer index.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -46,7 +47,9 @@ def canonical_kind(kind: Any) -> str:
     kinds = attention_kinds()
     name = _core("options").PATTERN_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
     if name not in kinds:
-        raise ValueError(f"attention kind {kind!r} is not one of {', '.join(kinds)}")
+        close = difflib.get_close_matches(str(kind), kinds, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"attention kind {kind!r} is not one of {', '.join(kinds)}{hint}")
     return name
 
 
