@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import yolo_attn
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from ultralytics.nn.tasks import DetectionModel
 
 ATTN_CONFIGS = sorted(p.name for p in CONFIGS.glob("yolov5-*.yaml"))
@@ -91,3 +91,21 @@ def test_trains_one_epoch(name, shapes_data, tmp_path):
     model.train(data=str(shapes_data), epochs=1, imgsz=64, batch=8, workers=0, project=str(tmp_path), name="run",
                 exist_ok=True, plots=False, val=False, device="cpu", verbose=False)
     assert (tmp_path / "run" / "weights" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_gallery_script_writes_table_and_ratios(tmp_path):
+    import runpy
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- gallery:start -->\nold\n<!-- gallery:end -->\noutro\n")
+    gallery = runpy.run_path(str(REPO / "scripts" / "gallery.py"), run_name="gallery")
+    argv = ["--scales", "n", "--imgsz", "128", "--repeats", "1", "--out", str(tmp_path), "--docs", str(doc)]
+    assert gallery["main"](argv) == 0
+    table = (tmp_path / "gallery.md").read_text()
+    for name in ATTN_CONFIGS:
+        assert f"| {name.replace('yolov5', 'yolov5n')[:-5]} |" in table
+    assert "yolov5n-local / yolov5n = " in table and "ultralytics C3TR peer = " in table
+    text = doc.read_text()
+    assert "old" not in text and "| yolov5n-local |" in text and text.startswith("intro") and text.endswith("outro\n")
+    assert (tmp_path / "gallery.csv").exists()
