@@ -109,6 +109,7 @@ class TransformerStack(nn.Module):
 
 
 def _ratio(options: Mapping | None, default: float) -> tuple[float, dict]:
+    """Split the hidden-channel ratio ``e`` off a block's options (a copy; non-mappings pass through to validation)."""
     opts = dict(options or {}) if isinstance(options, Mapping) else options
     e = opts.pop("e", default) if isinstance(opts, dict) else default
     if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 4:
@@ -142,6 +143,8 @@ class C3Attn(nn.Module):
         super().__init__()
         e, options = _ratio(options, 0.5)
         c_ = int(c2 * e)
+        if c_ < 1:
+            raise ValueError(f"e={e} leaves no hidden channels at c2={c2}; use a larger e")
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c1, c_, 1, 1)
         self.cv3 = Conv(2 * c_, c2, 1)
@@ -233,7 +236,7 @@ class BoTBlock(nn.Module):
         self.m = nn.Sequential(*(_BoTBottleneck(c1 if i == 0 else c2, c2, e, kind, options) for i in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``[B, c1, H, W]`` to ``[B, c2, H/1, W/1]``."""
+        """Map ``[B, c1, H, W]`` to ``[B, c2, H, W]``."""
         return self.m(x)
 
 
