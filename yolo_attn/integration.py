@@ -216,9 +216,40 @@ def _layers(d: dict) -> list:
     return d["backbone"] + d["head"]
 
 
+# --- YAML-level check: the model must end in an output head (issue #7) -------------------------------------------
+_HEAD_BASES = ("Detect", "Classify", "RTDETRDecoder", "SemanticSegment", "Depth")  # and their subclasses
+
+
+def output_heads() -> list[str]:
+    """Names of the ultralytics modules a model config may end with (``Detect``, ``Segment``, ``Classify``, ...)."""
+    bases = tuple(v for v in (getattr(tasks, n, None) for n in _HEAD_BASES) if isinstance(v, type))
+    return sorted(n for n, v in vars(tasks).items() if isinstance(v, type) and issubclass(v, bases))
+
+
+def check_output_head(d: dict) -> None:
+    """Raise :class:`YamlConfigError` unless the last layer of a model config is an output head such as ``Detect``.
+
+    Without one, ultralytics cannot tell the task and fails with an unrelated message deep inside model building.
+
+    Args:
+        d: Model config dict (as loaded from the YAML).
+    """
+    layers = _layers(d)
+    last = layers[-1] if layers else None
+    name = last[2] if isinstance(last, (list, tuple)) and len(last) == 4 else last
+    if name not in output_heads():
+        detect = [n for n in output_heads() if "detect" in n.lower()]
+        raise YamlConfigError(
+            f"layer {len(layers) - 1}: the last layer is {name!r}, not an output head; a model config must end with "
+            f"one of {', '.join(detect)} (detection) or {', '.join(h for h in output_heads() if h not in detect)}, "
+            "e.g. - [[17, 20, 23], 1, Detect, [nc]]"
+        )
+
+
 def _parse_model(original: Callable, d: dict, ch: int, verbose: bool):
     """Parse a model dict with ultralytics, building registered yolo_attn blocks with inferred channels."""
     layers = _layers(d)
+    check_output_head(d)
     ours: dict[int, tuple[str, list]] = {}
     standin_layers = []
     for i, layer in enumerate(layers):
@@ -373,7 +404,12 @@ class YOLO(_UltralyticsYOLO):
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, task: str | None = None, verbose: bool = False) -> None:
         ensure_fonts()
-        super().__init__(resolve_config(model), task=task, verbose=verbose)
+        model = resolve_config(model)
+        if isinstance(model, (str, Path)) and Path(model).suffix.lower() in {".yaml", ".yml"} and not task:
+            cfg = Path(model) if Path(model).exists() else None
+            if cfg is not None:  # ultralytics guesses the task from the head before parsing: check it first
+                check_output_head(tasks.yaml_model_load(cfg))
+        super().__init__(model, task=task, verbose=verbose)
 
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:

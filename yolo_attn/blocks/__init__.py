@@ -87,6 +87,8 @@ class TransformerStack(nn.Module):
 
     def __init__(self, dim: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
         super().__init__()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r} (number of layers) must be an int >= 1")
         layers = []
         for _ in range(n):
             attn, rest = build_attention(dim, kind, options)

@@ -109,6 +109,8 @@ def build_attention(dim: int, kind: str = "full", options: Mapping | None = None
     for key in POSITIVE_INTS:
         if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1):
             raise ValueError(f"{key}={opts[key]!r} must be an int >= 1")
+    if "qkv_bias" in opts and not isinstance(opts["qkv_bias"], bool):
+        raise ValueError(f"qkv_bias={opts['qkv_bias']!r} must be true or false")
     pos = opts.pop("pos", "cpe" if kind != "full" else "none")
     if pos not in POS_ENCODINGS:
         raise ValueError(f"pos={pos!r} is not one of {', '.join(POS_ENCODINGS)}")
