@@ -277,6 +277,14 @@ def _check_hw(hw: Any) -> tuple[int, int]:
     raise ValueError(f"hw={hw!r} must be a pair of positive ints (height, width)")
 
 
+def _check_dilation(spec: PatternSpec, h: int, w: int, options: dict) -> None:
+    """A 2-D dilated neighbourhood whose spacing reaches past the map on both axes leaves each query only itself."""
+    dilation = options.get("dilation", 1)
+    if spec.name == "dilated" and h * w > 1 and dilation >= max(h, w):
+        raise ValueError(f"dilation={dilation} spans past the {h}x{w} map: every position would attend only to "
+                         f"itself; use dilation < {max(h, w)} (or a larger image size)")
+
+
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str = "full", *, hw: tuple[int, int], **options: Any
 ) -> torch.Tensor:
@@ -306,6 +314,7 @@ def attend(
     rel_pos_bias, dropout_p = options.pop("rel_pos_bias", None), float(options.pop("dropout_p", 0.0))
     spec, options = resolve(PATTERNS, pattern, options)
     h, w = _check_hw(hw)
+    _check_dilation(spec, h, w, options)
     n = h * w + options.get("num_global_tokens", 0)
     if q.dim() != 4 or q.shape[2] != n or k.shape[:3] != q.shape[:3] or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"q, k, v of shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} do not match "
@@ -338,4 +347,5 @@ def pattern_mask(pattern: str, hw: tuple[int, int], **options: Any) -> torch.Ten
     """
     spec, options = resolve(PATTERNS, pattern, options)
     h, w = _check_hw(hw)
+    _check_dilation(spec, h, w, options)
     return spec.mask(h, w, **options)
