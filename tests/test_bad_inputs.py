@@ -53,6 +53,7 @@ YAML_CASES = {
     "mixed-without-heads": (_p5("[1024, mixed, {window: 3}]"), ["mixed needs heads", "None"]),
     "e-out-of-range": (_p5("[1024, local, {e: 0}]"), ["e=0", "(0, 4]"]),
     "mlp-ratio-negative": (_p5("[1024, local, {mlp_ratio: -1}]"), ["mlp_ratio=-1", "> 0"]),
+    "global-with-extra-tokens": (_p5("[1024, global, {num_global_tokens: 2}]"), ["num_global_tokens=2", "global_idx", "tokens"]),
     "qkv-bias-not-bool": (_p5("[1024, local, {qkv_bias: 'no'}]"), ["qkv_bias='no'", "true or false"]),
     "patch-embed-repeated": (_p5("[64, 4]", number=2, module="PatchEmbed"), ["number=2", "does not repeat"]),
     "patch-zero": (_p5("[64, 0]", number=1, module="PatchEmbed"), ["patch=0", "int >= 1"]),

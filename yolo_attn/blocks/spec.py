@@ -109,6 +109,9 @@ def build_attention(dim: int, kind: str = "full", options: Mapping | None = None
     for key in POSITIVE_INTS:
         if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1):
             raise ValueError(f"{key}={opts[key]!r} must be an int >= 1")
+    if kind == "global" and opts.get("num_global_tokens"):  # extra tokens need embeddings: the tokens family
+        raise ValueError(f"num_global_tokens={opts['num_global_tokens']!r} is not allowed for global (a mask over the "
+                         "map's own positions: use global_idx); for learned global tokens use kind tokens")
     if "qkv_bias" in opts and not isinstance(opts["qkv_bias"], bool):
         raise ValueError(f"qkv_bias={opts['qkv_bias']!r} must be true or false")
     pos = opts.pop("pos", "cpe" if kind != "full" else "none")
