@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-from yolo_attn.bench.attention import DEFAULT_OPTIONS, run_attention_benchmark
+from yolo_attn.bench.attention import DEFAULT_OPTIONS, LEARNED, run_attention_benchmark
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[400, 1600, 6400, 14400], help="token counts N")
-    parser.add_argument("--patterns", nargs="+", default=list(DEFAULT_OPTIONS), choices=list(DEFAULT_OPTIONS))
+    names = [*DEFAULT_OPTIONS, *LEARNED]
+    parser.add_argument("--patterns", nargs="+", default=names, choices=names)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per size")
     parser.add_argument("--out-dir", default="benchmarks")
     parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=15, help="interleaved timed rounds (median reported)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    ap.add_argument("--docs", type=Path, nargs="*", default=[ROOT / "docs" / "blocks.md", ROOT / "README.md"],
+    ap.add_argument("--docs", type=Path, nargs="*", default=[ROOT / "README.md"],
                     help="markdown files whose <!-- gallery:start --> ... <!-- gallery:end --> section is replaced")
     args = ap.parse_args(argv)
 

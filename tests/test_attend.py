@@ -86,8 +86,8 @@ def test_rel_pos_bias_matches_reference(case, hw, dtype):
     torch.testing.assert_close(got[0].double(), want[0], atol=1e-9 if dtype == torch.float64 else 1e-4, rtol=0)
 
 
-def _run(pattern, hw, **options):
-    q, k, v = _inputs(hw[0] * hw[1] + options.get("num_global_tokens", 0), 2, 1, torch.float64, seed=3)
+def _run(pattern, hw, num_heads=2, **options):
+    q, k, v = _inputs(hw[0] * hw[1] + options.get("num_global_tokens", 0), num_heads, 1, torch.float64, seed=3)
     return attend(q, k, v, pattern, hw=hw, **options)
 
 
@@ -102,9 +102,8 @@ def test_identities_on_fast_paths():
 @pytest.mark.parametrize("case", sorted(set(CASES) - {"full"}))
 def test_sparse_output_differs_from_full(case):
     pattern, options = CASES[case]
-    if pattern == "mixed":
-        pytest.skip("covered by its members")
-    out, full = _run(pattern, (13, 10), **options), _run("full", (13, 10))
+    num_heads = sum(options["heads"].values()) if pattern == "mixed" else 2
+    out, full = _run(pattern, (13, 10), num_heads, **options), _run("full", (13, 10), num_heads)
     if options.get("num_global_tokens"):
         out = out[:, :, options["num_global_tokens"]:]
     assert (out - full).abs().max() > 1e-2

@@ -4,7 +4,7 @@ These modes take their own ``key=value`` arguments (pattern options, sizes, poin
 them the raw words. Values are read as YAML scalars (``3`` -> int, ``True`` -> bool, ``{local: 2}`` -> dict); lists
 are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the allowed ones.
 
-    yolo-attn bench attention [sizes=400,1600,6400,14400] [reps=5] [out=benchmarks] [device=cpu]
+    yolo-attn bench attention [sizes=400,1600,6400,14400] [patterns=local,window,...] [reps=7] [flex=True] [out=benchmarks]
     yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [out=benchmarks]
     yolo-attn bench accuracy [configs=yolov5n.yaml,...] [seeds=0,1,2] [epochs=30] [imgsz=320] [data=...]
     yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
@@ -14,7 +14,6 @@ are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the a
 
 from __future__ import annotations
 
-import inspect
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,29 +74,15 @@ def _command_line(mode: str, words: Sequence[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- bench
 def _bench_attention(kv: dict[str, Any], command: str) -> Any:
-    from .bench import attention as A
+    from .bench.attention import DEFAULT_OPTIONS, LEARNED, run_attention_benchmark
 
-    fn = getattr(A, "run_attention_benchmark", None)
-    if fn is None:
-        raise CommandError("yolo_attn.bench.attention.run_attention_benchmark is not available in this version")
-    params = inspect.signature(fn).parameters
-    aliases = {"sizes": ("sizes", "tokens", "ns", "n_tokens"), "reps": ("reps", "repeats"),
-               "out": ("out_dir", "out", "save_dir", "output"), "command": ("command",)}
-    args = dict(kv)
-    if "sizes" in args:
-        args["sizes"] = _list(args["sizes"], int)
-    args.setdefault("command", command)
-    call = {}
-    for key, value in args.items():
-        names = aliases.get(key, (key,))
-        name = next((n for n in names if n in params), None)
-        if name is None:
-            if key == "command":
-                continue
-            raise CommandError(f"unknown argument '{key}' for 'bench attention'; allowed: "
-                               f"{', '.join(k for k in params if k not in ('kwargs',))}")
-        call[name] = value
-    return fn(**call)
+    a = _take(kv, {"sizes": "400,1600,6400,14400", "patterns": ",".join([*DEFAULT_OPTIONS, *LEARNED]), "reps": 7,
+                   "flex": True, "device": "cpu", "out": "benchmarks"}, "bench attention")
+    try:
+        return run_attention_benchmark(_list(a["sizes"], int), _list(a["patterns"]), int(a["reps"]), a["out"],
+                                       flex=bool(a["flex"]), device=str(a["device"]))
+    except ValueError as e:  # a size that is not a square, an unknown pattern
+        raise CommandError(str(e)) from None
 
 
 def _bench_models(kv: dict[str, Any], command: str) -> Any:

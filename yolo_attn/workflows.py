@@ -156,7 +156,7 @@ def resolve_data(data: str | Path | None) -> str:
         integration.check_dataset_local(data)
     except FileNotFoundError as e:
         first = str(e).strip().splitlines()[0]
-        raise WorkflowError(f"data={data}: {first} (yolo-attn never downloads datasets; see docs/workflows.md)") from None
+        raise WorkflowError(f"data={data}: {first} (yolo-attn never downloads datasets; see the Data section of README.md)") from None
     except (SyntaxError, TypeError, ValueError) as e:
         raise WorkflowError(f"data={data}: {str(e).strip().splitlines()[0]}") from None
     return data

@@ -24,15 +24,37 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from yolo_attn.attention import attend, pattern_mask
+from yolo_attn.attention import attend, cluster_attention, linear_attention, pattern_mask, sinkhorn_attention
+from yolo_attn.attention.cluster import lsh_route
+
+from .report import header_notes, write_csv
+from .report import progress as progress_bar
 
 __all__ = ["run_attention_benchmark", "peak_bytes"]
 
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "full": {}, "local": {"window": 7}, "dilated": {"window": 7, "dilation": 2}, "window": {"window": 7},
     "swin": {"window": 7, "shift": True}, "axial": {}, "local1d": {"window": 24},
-    "global": {"window": 7, "global_idx": [0]},
+    "global": {"window": 7, "global_idx": [0]}, "mixed": {"heads": {"local": 1, "dilated": 1}, "window": 7},
 }
+
+#: Learned-pattern families, benchmarked through their functional cores (routing / sorting inputs drawn at random,
+#: as a trained layer would produce them); 64 tokens per cluster / block.
+LEARNED = ("cluster", "sinkhorn", "linear")
+
+
+def _learned_fn(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Callable[[], Any]:
+    n, per = q.shape[2], 64
+    if name == "cluster":
+        num_clusters = max(1, n // per)
+        rotations = torch.randn(q.shape[1], q.shape[-1], max(1, num_clusters // 2), device=q.device)
+        ids = lsh_route(q + k, rotations) % num_clusters
+        return lambda: cluster_attention(q, k, v, ids, num_clusters)
+    if name == "sinkhorn":
+        blocks = -(-n // per)
+        log_p = torch.randn(q.shape[0], q.shape[1], blocks, blocks, device=q.device).log_softmax(-1)
+        return lambda: sinkhorn_attention(q, k, v, log_p, per)[0]
+    return lambda: linear_attention(q, k, v)
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -79,6 +101,9 @@ def _contenders(hw: tuple[int, int], patterns: Iterable[str], q, k, v, flex: boo
     """name -> {"fn", "cached" bytes, "note"} for one map size."""
     out: dict[str, dict] = {}
     for name in patterns:
+        if name in LEARNED:
+            out[name] = {"fn": _learned_fn(name, q, k, v), "cached": 0, "note": "functional core"}
+            continue
         pattern = "window" if name == "swin" else name
         options = DEFAULT_OPTIONS.get(name, {})
         out[name] = {"fn": lambda p=pattern, o=options: attend(q, k, v, p, hw=hw, **o), "cached": 0, "note": ""}
@@ -97,9 +122,11 @@ def _flex_contender(mask: torch.Tensor, q, k, v, log) -> dict:
 
         n = mask.shape[0]
         block = create_block_mask(lambda b, h, qi, ki: mask[qi, ki], None, None, n, n, device=q.device)
+        torch._dynamo.reset()  # compile for this size from scratch: no shape-generic kernel reused across sizes
         compiled = torch.compile(flex_attention)
         start = time.perf_counter()
-        compiled(q, k, v, block_mask=block)
+        with torch._inductor.config.patch(force_disable_caches=True):  # a cold compile, not a disk-cache hit
+            compiled(q, k, v, block_mask=block)
         compile_s = time.perf_counter() - start
         log(f"  FlexAttention compiled in {compile_s:.1f} s")
         return {"fn": lambda: compiled(q, k, v, block_mask=block), "cached": mask.numel(),
@@ -109,11 +136,11 @@ def _flex_contender(mask: torch.Tensor, q, k, v, log) -> dict:
         return {"fn": None, "cached": 0, "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
 
 
-def _time_interleaved(contenders: dict[str, dict], repeats: int) -> dict[str, list[float]]:
+def _time_interleaved(contenders: dict[str, dict], repeats: int, desc: str, bar: bool) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name, c in contenders.items() if c["fn"] is not None}
     for name in times:  # warm-up: builds and caches plans
         contenders[name]["fn"]()
-    for _ in range(repeats):
+    for _ in progress_bar(range(repeats), desc) if bar else range(repeats):
         for name in times:
             start = time.perf_counter()
             contenders[name]["fn"]()
@@ -127,7 +154,7 @@ def _ratio(a: list[float], b: list[float]) -> float:
 
 def run_attention_benchmark(
     sizes: Iterable[int] = (400, 1600, 6400, 14400),
-    patterns: Iterable[str] | str = ("full", "local", "dilated", "window", "swin", "axial", "global", "local1d"),
+    patterns: Iterable[str] | str = (*DEFAULT_OPTIONS, *LEARNED),
     repeats: int = 7,
     out_dir: str | Path = "benchmarks",
     progress: bool = True,
@@ -142,7 +169,7 @@ def run_attention_benchmark(
             SDPA with its boolean mask and as compiled FlexAttention with the same mask.
         repeats: Interleaved rounds per size (the median is reported).
         out_dir: Where ``attention.csv``, ``attention.md`` and ``attention.png`` are written.
-        progress: Print progress lines.
+        progress: Print progress lines and a progress bar over the timing rounds.
         flex: Include FlexAttention (``torch.compile``; slow to compile on CPU).
         device: Torch device of the inputs (the targets are stated for ``"cpu"``).
 
@@ -158,9 +185,9 @@ def run_attention_benchmark(
     log = print if progress else (lambda *a: None)
     patterns = patterns.split(",") if isinstance(patterns, str) else list(patterns)
     patterns = list(dict.fromkeys(["full", *patterns]))
-    unknown = sorted(set(patterns) - set(DEFAULT_OPTIONS))
+    unknown = sorted(set(patterns) - set(DEFAULT_OPTIONS) - set(LEARNED))
     if unknown:
-        raise ValueError(f"patterns {unknown} are not benchmarked; choose from {sorted(DEFAULT_OPTIONS)}")
+        raise ValueError(f"patterns {unknown} are not benchmarked; choose from {sorted([*DEFAULT_OPTIONS, *LEARNED])}")
     rows, raw, repeats = [], {}, int(repeats)
     for n in map(int, sizes):
         side = math.isqrt(n)
@@ -171,7 +198,7 @@ def run_attention_benchmark(
         log(f"{side}x{side} (N={n})")
         with torch.no_grad():
             contenders = _contenders(hw, patterns, q, k, v, flex, log)
-            times = _time_interleaved(contenders, repeats)
+            times = _time_interleaved(contenders, repeats, f"{side}x{side} rounds", progress)
             for name, c in contenders.items():
                 t = times.get(name)
                 mem = None if t is None or c.get("no_mem") else peak_bytes(c["fn"]) / 2**20
@@ -184,14 +211,6 @@ def run_attention_benchmark(
         raw[side] = times
     write_report(rows, raw, Path(out_dir), repeats)
     return rows
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Write benchmark rows as CSV."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _targets(rows: list[dict], raw: dict[int, dict[str, list[float]]]) -> list[tuple[str, str, bool | None]]:
@@ -246,6 +265,7 @@ def write_report(rows: list[dict], raw: dict[int, dict[str, list[float]]], out_d
         f"fp32, batch 1, 2 heads x 32, window 7 (dilation 2), {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}; {repeats} interleaved rounds per size, median time; ratios are medians of per-round "
         "ratios. `vs full` = time(full) / time(row). Written by `scripts/bench_attention.py`.", "",
+        *header_notes("python scripts/bench_attention.py (or: yolo-attn bench attention)"), "",
         f"Host load average when written (1/5/15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
         f"{os.cpu_count()} cores; above ~1 other processes share the cores and absolute times and ratios are "
         "noisy (re-run on an idle machine).", "",
