@@ -282,13 +282,21 @@ def write_report(rows: list[dict], raw: dict[int, dict[str, list[float]]], out_d
         lines.append(f"| {r['side']}x{r['side']} | {r['N']} | {r['contender']} | {_fmt(r['median_ms'], '.2f')} | "
                      f"{_fmt(r['vs_full'], '.1f')} | {_fmt(r['peak_MB'], '.1f')} | {r['cached_MB']:.1f} | {r['note']} |")
     (out_dir / "attention.md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name in dict.fromkeys(r["contender"] for r in rows):
-        pts = [(r["N"], r["median_ms"]) for r in rows if r["contender"] == name and r["median_ms"]]
-        if pts:
-            ax.loglog(*zip(*pts), marker="o", label=name)
-    ax.set(xlabel="tokens N", ylabel="median ms (CPU, 2 threads)", title="attention patterns")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, (ax, mx) = plt.subplots(1, 2, figsize=(12, 5))
+    names = list(dict.fromkeys(r["contender"] for r in rows))
+    baselines = {"full": ("black", "--"), "local: SDPA + bool mask": ("dimgray", ":"), "local: FlexAttention": ("gray", "-.")}
+    colours = iter(plt.get_cmap("tab20").colors)
+    for name in names:
+        colour, style = baselines.get(name, (None, "-"))
+        colour = colour or next(colours)
+        for axis, key in ((ax, "median_ms"), (mx, "peak_MB")):
+            pts = [(r["N"], r[key]) for r in rows if r["contender"] == name and r[key]]
+            if pts:
+                axis.loglog(*zip(*pts), marker="o", ms=4, color=colour, linestyle=style, label=name)
+    ax.set(xlabel="tokens N (H x W)", ylabel="median ms per call", title="time (CPU, 2 threads, batch 1, 2 heads x 32)")
+    mx.set(xlabel="tokens N (H x W)", ylabel="peak MB of op outputs", title="peak memory per call")
+    for axis in (ax, mx):
+        axis.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.savefig(out_dir / "attention.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
