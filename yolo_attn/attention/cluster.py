@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .kernel import masked_attention
-from .linear import QKVAttentionBase
+from .modules import QKVAttentionBase
 
 __all__ = ["ClusterAttention", "cluster_attention", "cluster_mask", "kmeans_route", "lsh_route", "ROUTERS"]
 

@@ -6,9 +6,6 @@ The softmax kernel ``exp(q . k)`` is replaced by a positive feature map ``phi(x)
 
 which costs ``O(N d^2)`` instead of ``O(N^2 d)``. There is no attention matrix and therefore no mask: every query
 attends every key with the (normalized, positive) kernel weight ``phi(q_i) . phi(k_j) / sum_j' phi(q_i) . phi(k_j')``.
-
-This file also hosts :class:`QKVAttentionBase`, the tiny shared part of the learned-pattern attention modules
-(qkv projection, head split/merge, output projection, argument validation).
 """
 
 from __future__ import annotations
@@ -17,73 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["QKVAttentionBase", "LinearAttention", "elu_feature_map", "linear_attention"]
+from .modules import QKVAttentionBase
 
-
-def _check_prob(name: str, p: float) -> float:
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{name}={p!r} must be a probability in [0, 1)")
-    return float(p)
-
-
-class QKVAttentionBase(nn.Module):
-    """Shared plumbing of the attention modules over ``[B, N, C]`` tokens: ``qkv`` Linear, heads, ``proj`` Linear.
-
-    Subclasses implement ``forward(x, hw)`` with :meth:`split_heads` -> their attention core -> :meth:`merge_heads`.
-
-    Args:
-        dim: Channels ``C`` of the tokens.
-        num_heads: Number of heads; must divide ``dim``.
-        qkv_bias: Bias in the qkv projection.
-        attn_drop: Dropout probability on attention weights (applied only in training).
-        proj_drop: Dropout probability after the output projection (applied only in training).
-
-    Examples:
-        >>> base = QKVAttentionBase(64, num_heads=4)
-        >>> q, k, v = base.split_heads(torch.randn(2, 10, 64))
-        >>> q.shape
-        torch.Size([2, 4, 10, 16])
-    """
-
-    def __init__(
-        self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
-    ) -> None:
-        super().__init__()
-        if dim <= 0 or num_heads <= 0:
-            raise ValueError(f"{dim=} and {num_heads=} must be positive integers")
-        if dim % num_heads:
-            raise ValueError(f"{dim=} must be divisible by {num_heads=} (remainder {dim % num_heads})")
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
-        self.attn_drop = _check_prob("attn_drop", attn_drop)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(_check_prob("proj_drop", proj_drop))
-
-    @property
-    def dropout_p(self) -> float:
-        """Attention-weight dropout probability to use now: ``attn_drop`` in training, 0.0 in eval."""
-        return self.attn_drop if self.training else 0.0
-
-    def check_input(self, x: torch.Tensor, hw: tuple[int, int], extra_tokens: int = 0) -> None:
-        """Validate ``x: [B, N, C]`` against ``hw = (H, W)`` (``N = extra_tokens + H * W``) and ``C = dim``."""
-        if x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x.shape={tuple(x.shape)} must be [B, N, C] with C = dim = {self.dim}")
-        h, w = hw
-        if x.shape[1] != extra_tokens + h * w:
-            raise ValueError(f"x.shape[1]={x.shape[1]} does not match hw={tuple(hw)} (expected {h * w + extra_tokens})")
-
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Project ``x: [B, N, C]`` to ``q, k, v``, each ``[B, heads, N, head_dim]``."""
-        b, n, _ = x.shape
-        return self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-
-    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
-        """Merge ``out: [B, heads, N, head_dim]`` to ``[B, N, C]`` and apply the output projection and dropout."""
-        b, _, n, _ = out.shape
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, self.dim)))
+__all__ = ["LinearAttention", "elu_feature_map", "linear_attention"]
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .kernel import masked_attention
-from .linear import QKVAttentionBase
+from .modules import QKVAttentionBase
 
 __all__ = ["SinkhornAttention", "sinkhorn_attention", "sinkhorn_mask", "log_sinkhorn", "block_summaries"]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .functional import attend
-from .linear import QKVAttentionBase
+from .modules import QKVAttentionBase
 
 __all__ = ["GlobalTokenAttention"]
 
