@@ -242,3 +242,15 @@ def test_ddp_worker_script_builds_our_blocks(trainer_cls, shapes_data, tmp_path)
         assert (tmp_path / "ddp" / "weights" / "last.pt").is_file()
     else:
         assert r.returncode != 0 and "C3Attn" in r.stderr
+
+
+def test_untested_ultralytics_version_is_named(monkeypatch, caplog):
+    from yolo_attn import integration
+
+    monkeypatch.setattr(ultralytics, "__version__", "9.1.0")
+    with caplog.at_level("WARNING", logger="yolo_attn"):
+        integration._check_version()
+    assert "found 9.1.0" in caplog.text and "ultralytics>=8.4,<8.5" in caplog.text
+    monkeypatch.delattr(integration.tasks, "parse_model")
+    with pytest.raises(ImportError, match=r"lacks ultralytics\.nn\.tasks\.parse_model"):
+        integration._check_version()
