@@ -169,12 +169,13 @@ def show_pattern(
                 for (label, _), c in zip(groups, GROUP_COLOURS * 4)]
     handles += [Patch(fc="#1f3a93", ec=QUERY, lw=2, label="row / keys of the highlighted query"),
                 Patch(color=QUERY, label="the query itself")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=9, frameon=False)
+    ncol = 3 if len(groups) == 1 else 1  # long per-head labels: one column, so nothing is cut at the sides
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), ncol), fontsize=9, frameon=False)
     bottom = 0.05 + 0.035 * ((len(handles) + 2) // 3) / len(groups)
     fig.tight_layout(rect=(0, bottom, 1, 1 - 0.04 / len(groups)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
