@@ -35,20 +35,17 @@ def test_required_configs_exist_and_explain_themselves():
         assert text.startswith("# YOLOv5 + "), f"{name} must start with a comment saying where attention sits"
 
 
-@pytest.mark.parametrize("scale", "lmx")
+@pytest.mark.parametrize("scale", "smlx")
 @pytest.mark.parametrize("name", ATTN_CONFIGS)
-def test_builds_at_large_scales(name, scale):
-    model = _build(name, scale)
+def test_forward_at_every_scale(name, scale):
+    """Scales s/m/l/x: build, then forward at 640x640 and 320x416 (scale n also runs backward, below)."""
+    model = _build(name, scale).eval()
     assert any(type(m).__module__ == "yolo_attn.blocks" for m in model.model)
-
-
-@pytest.mark.parametrize("name", ATTN_CONFIGS)
-def test_scale_s_forward_320x416(name):
-    model = _build(name, "s").eval()
     with torch.no_grad():
-        y, preds = model(torch.zeros(1, 3, 320, 416))
-    assert [f.shape[-2:] for f in preds["feats"]] == [(40, 52), (20, 26), (10, 13)]
-    assert torch.isfinite(y).all()
+        for hw, feats in (((640, 640), [(80, 80), (40, 40), (20, 20)]), ((320, 416), [(40, 52), (20, 26), (10, 13)])):
+            y, preds = model(torch.zeros(1, 3, *hw))
+            assert [f.shape[-2:] for f in preds["feats"]] == feats
+            assert torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("name", ATTN_CONFIGS)
