@@ -115,6 +115,7 @@ def user_files(tmp_path_factory, shapes_data) -> dict[str, Path]:
     best = root / "best.pt"
     yolo_attn.YOLO("yolov5n-c3tr.yaml").save(best)
     (root / "best.onnx").write_bytes(b"the user's previous export")
+    yolo_attn.YOLO("yolov5n-local.yaml").save(root / "local.pt")
     (root / "truncated.pt").write_bytes(best.read_bytes()[:4096])
     (root / "empty.pt").write_bytes(b"")
     torch.save(yolo_attn.YOLO("yolov5n-c3tr.yaml").model.state_dict(), root / "state_dict.pt")
@@ -154,6 +155,8 @@ CLI_CASES = {
                           ["not a readable checkpoint"]),
     "export-format-unknown": (["export", "model={best}", "format=bogus"], ["format=bogus", "onnx", "torchscript"]),
     "export-a-config": (["export", "model={root}/heads.yaml"], ["export needs a PyTorch checkpoint", "heads.yaml"]),
+    "export-dynamic-sparse": (["export", "model={root}/local.pt", "dynamic=True"],
+                              ["dynamic=True", "layer 13 C3Attn (local)", "dynamic=False"]),
     "export-imgsz-not-stride": (["export", "model={best}", "imgsz=100"], ["imgsz=100", "stride 32", "imgsz=96 or imgsz=128"]),
     "train-imgsz-not-stride": (["train", "model=yolov5n-c3tr.yaml", "data={data}", *TRAIN, "imgsz=65"],
                                ["imgsz=65", "stride 32", "imgsz=64 or imgsz=96"]),

@@ -30,3 +30,29 @@ def test_onnx_export_passes_runtime_parity(cfg, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights.name, f.name])  # nothing else written
     assert diff is not None and diff < TOLERANCE, (cfg, diff)
     assert f"ONNX Runtime vs PyTorch on a {IMGSZ}x{IMGSZ} input" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cfg", ["yolov5n-c3tr.yaml", "yolov5n-linear.yaml"])
+def test_dynamic_export_runs_at_other_sizes(cfg, tmp_path):
+    """What check_dynamic_export lets through really is size-generic: exported at 64, run at 96x128 in ORT."""
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.set_num_threads(1)
+    weights = tmp_path / "m.pt"
+    yolo_attn.YOLO(cfg).save(weights)
+    f, _ = workflows.export(weights, "onnx", imgsz=64, dynamic=True, simplify=False, parity=False)
+    session = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, 3, 96, 128)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    model = yolo_attn.YOLO(str(weights)).model.float().eval()
+    with torch.no_grad():
+        want = model(x)[0].numpy()
+    assert got.shape == want.shape == (1, 84, 12 * 16 + 6 * 8 + 3 * 4)
+    assert np.abs(got - want).max() < 1e-2
+
+
+def test_dynamic_export_refused_for_fixed_size_attention():
+    model = yolo_attn.YOLO("yolov5n-window.yaml").model
+    with pytest.raises(workflows.WorkflowError, match=r"dynamic=True: layer 12 C3Attn \(window\)"):
+        workflows.check_dynamic_export(model)

@@ -449,12 +449,41 @@ def export(model: str | Path, format: str = "onnx", parity: bool = True, **overr
         raise WorkflowError(f"format={format} is not an export format; allowed: {', '.join(formats)}")
     yolo = load_model(model)
     check_imgsz(overrides.get("imgsz"), yolo)
+    if overrides.get("dynamic"):
+        check_dynamic_export(yolo.model)
     f = _export_atomically(yolo, Path(model), format=format, **overrides)
     _say(f"exported {f}")
     diff = None
     if parity and str(format).lower() in PARITY_FORMATS:
         diff = check_export_parity(model, f, imgsz=overrides.get("imgsz"))
     return f, diff
+
+
+def check_dynamic_export(model: torch.nn.Module) -> None:
+    """Refuse ``dynamic=True`` for a model whose attention is traced for one map size.
+
+    Sparse patterns (their index plans), relative position biases and ``sincos`` / ``learned`` embeddings become
+    constants of the traced graph; such a "dynamic" file would fail at any other input size.
+
+    Args:
+        model: The detection model (``YOLO(...).model``).
+
+    Raises:
+        WorkflowError: Naming the size-specific layers and what exports for any size.
+    """
+    fixed = []
+    for layer in getattr(model, "model", []):
+        culprits = [m for m in layer.modules() if getattr(m, "exports_any_size", True) is False]
+        if culprits:
+            what = ", ".join(sorted({getattr(m, "pattern", None) or getattr(m, "kind", None) or type(m).__name__
+                                     for m in culprits}))
+            fixed.append(f"layer {layer.i} {type(layer).__name__} ({what})")
+    if fixed:
+        raise WorkflowError(
+            f"dynamic=True: {'; '.join(fixed)} would be traced for the export size only (their index plans or "
+            "position tables are constants of the graph). Export with dynamic=False at each input size you need; "
+            "only full attention without pos: rel/sincos/learned, and linear attention, export for any size."
+        )
 
 
 def export_formats() -> list[str]:

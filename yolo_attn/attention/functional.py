@@ -10,6 +10,7 @@ Tests hold every fast path to ``softmax(q k^T / sqrt(d) + mask) v`` with the mas
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -326,7 +327,20 @@ def attend(
         if rel_pos_bias.dim() != 3 or rel_pos_bias.shape[0] != q.shape[1] or rel_pos_bias.shape[1] % 2 == 0 \
                 or rel_pos_bias.shape[2] % 2 == 0:
             raise ValueError(f"rel_pos_bias shape {tuple(rel_pos_bias.shape)} must be [{q.shape[1]}, 2a-1, 2b-1]")
+    if torch.jit.is_tracing() and not (spec.name == "full" and rel_pos_bias is None):
+        _warn_fixed_size(spec.name, h, w)
     return spec(q, k, v, h, w, options, rel_pos_bias, dropout_p)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fixed_size(name: str, h: int, w: int) -> None:
+    """Warn once per (pattern, map size) that a traced/exported graph only fits the map size it was traced at."""
+    warnings.warn(
+        f"yolo_attn: {name!r} attention is traced for a fixed {h}x{w} map (its index plan is a constant of the "
+        "graph): the exported model accepts only the input size it was exported at. Export one file per input size "
+        "(dynamic=False); only 'full' attention without a relative bias, and linear attention, export for any size.",
+        stacklevel=3,
+    )
 
 
 def pattern_mask(pattern: str, hw: tuple[int, int], **options: Any) -> torch.Tensor:

@@ -62,6 +62,10 @@ class QKVAttentionBase(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(_check_prob("proj_drop", proj_drop))
 
+    #: Whether a traced / exported graph of this module runs at any map size (its computation has no size-specific
+    #: constants). Sparse patterns bake their index plans for the traced size.
+    exports_any_size: bool = False
+
     @property
     def dropout_p(self) -> float:
         """Attention-weight dropout probability to use now: ``attn_drop`` in training, 0.0 in eval."""
@@ -156,6 +160,11 @@ class Attention(QKVAttentionBase):
             a = rel_pos_extent(spec.name, options) if rel_pos is True else int(rel_pos)
             self.rel_pos_bias = nn.Parameter(torch.zeros(num_heads, 2 * a - 1, 2 * a - 1))
             nn.init.trunc_normal_(self.rel_pos_bias, std=0.02)
+
+    @property
+    def exports_any_size(self) -> bool:
+        """Only ``full`` attention without a relative position bias traces without size-specific constants."""
+        return self.pattern == "full" and self.rel_pos_bias is None
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Attend.
