@@ -40,6 +40,17 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (small ops on 2 cores), restoring the thread count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shapes_data(tmp_path_factory) -> Path:
     """A tiny generated detection dataset (32 train / 8 val images at 128 px); returns its data YAML."""

@@ -20,9 +20,9 @@ IMGSZ = 128  # P3 16x16, P4 8x8, P5 4x4: windows of 7 and sinkhorn blocks of 64 
 TOLERANCE = 1e-2  # boxes are in pixels (up to ~IMGSZ); the workflows test measures ~1e-4 after training
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_onnx_export_passes_runtime_parity(cfg, tmp_path, capsys):
-    torch.set_num_threads(1)
     weights = tmp_path / f"{cfg[:-5]}.pt"
     yolo_attn.YOLO(cfg).save(weights)
     f, diff = workflows.export(weights, "onnx", imgsz=IMGSZ)
@@ -32,13 +32,13 @@ def test_onnx_export_passes_runtime_parity(cfg, tmp_path, capsys):
     assert f"ONNX Runtime vs PyTorch on a {IMGSZ}x{IMGSZ} input" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("cfg", ["yolov5n-c3tr.yaml", "yolov5n-linear.yaml"])
 def test_dynamic_export_runs_at_other_sizes(cfg, tmp_path):
     """What check_dynamic_export lets through really is size-generic: exported at 64, run at 96x128 in ORT."""
     import numpy as np
     import onnxruntime as ort
 
-    torch.set_num_threads(1)
     weights = tmp_path / "m.pt"
     yolo_attn.YOLO(cfg).save(weights)
     f, _ = workflows.export(weights, "onnx", imgsz=64, dynamic=True, simplify=False, parity=False)

@@ -99,16 +99,16 @@ def test_masked_attention_under_autocast_with_huge_queries():
 
 
 # ------------------------------------------------------------------------------------------------- blocks on CPU
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_block_bf16_autocast_large_inputs_stays_finite(name):
-    torch.set_num_threads(1)
     _hammer(BLOCKS[name](), lambda g: torch.randn(2, 64, *HW, generator=g), "cpu", torch.bfloat16)
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", list(KINDS))
 def test_attention_core_bf16_huge_tokens_stays_finite(name):
     """The token attention alone (no norm in front): tokens of magnitude 1e2..1e3 go straight into q, k, v."""
-    torch.set_num_threads(1)
     attn, _ = build_attention(32, *_options(name))
 
     class Tokens(torch.nn.Module):

@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_flatten
 from yolo_attn.attention import attend, cluster_attention, linear_attention, pattern_mask, sinkhorn_attention
 from yolo_attn.attention.cluster import lsh_route
 
-from .report import header_notes, write_csv
+from .report import header_notes, torch_threads, write_csv
 from .report import progress as progress_bar
 
 __all__ = ["run_attention_benchmark", "peak_bytes"]
@@ -181,7 +181,11 @@ def run_attention_benchmark(
         >>> rows[0]["contender"]
         'full'
     """
-    torch.set_num_threads(2)
+    with torch_threads(2):
+        return _run(sizes, patterns, repeats, out_dir, progress, flex, device)
+
+
+def _run(sizes, patterns, repeats, out_dir, progress, flex, device) -> list[dict]:
     log = print if progress else (lambda *a: None)
     patterns = patterns.split(",") if isinstance(patterns, str) else list(patterns)
     patterns = list(dict.fromkeys(["full", *patterns]))

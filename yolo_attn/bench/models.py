@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .report import torch_threads
+
 __all__ = [
     "build_model",
     "c3tr_peer_config",
@@ -141,19 +143,14 @@ def measure_latency(
     """
     ready = {k: _prepare(m) for k, m in models.items()}
     x = torch.zeros(1, 3, *_hw(imgsz))
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     times: dict[str, list[float]] = {k: [] for k in ready}
-    try:
+    with torch_threads(threads):
         for r in range(warmup + repeats):
             for k, m in ready.items():
                 t0 = time.perf_counter()
                 m(x)
                 if r >= warmup:
                     times[k].append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(old)
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -6,6 +6,7 @@ Every ``yolo-attn bench ...`` writes the same three files per benchmark into one
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "progress", "write_csv", "write_markdown", "markdown_table", "plot_lines", "plot_bars", "plot_pareto",
-    "pareto_front", "machine_info", "header_notes",
+    "pareto_front", "machine_info", "header_notes", "torch_threads",
 ]
 
 
@@ -308,3 +309,17 @@ def header_notes(command: str) -> list[str]:
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()),
         f"Command: `{command}`",
     ]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: unchanged), restoring the previous count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
