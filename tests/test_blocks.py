@@ -8,7 +8,7 @@ import torch
 import yaml
 
 import yolo_attn  # noqa: F401  (registers the blocks)
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from ultralytics.nn.modules import C3TR
 from ultralytics.nn.tasks import DetectionModel
 from yolo_attn.attention.posenc import POS_ENCODINGS
@@ -158,3 +158,23 @@ def test_gflops_count_includes_attention_matmuls():
     expected += 2 * n * c * 3 * c + 2 * n * c * c + 2 * (2 * n * c * 2 * c)  # qkv, proj, MLP (ratio 2)
     expected += 2 * 2 * n * n * c  # q k^T and attn v over all heads
     assert count_gflops(block, (h, w)) * 1e9 == pytest.approx(expected)
+
+
+def _readme_yaml_examples() -> list[str]:
+    """The layer lines of the README's "### Examples" YAML block (the documentation a user copies from)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("### Examples", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    return [line.split(" #")[0].strip() for line in block.strip().splitlines()]
+
+
+@pytest.mark.parametrize("line", [ln for ln in _readme_yaml_examples() if "PatchEmbed" not in ln])
+def test_readme_yaml_examples_build_and_run(line):
+    """Every documented example works as written, in the P5 slot of yolov5 (PatchEmbed: see the window config)."""
+    cfg = yaml.safe_load((CONFIGS / "yolov5-c3tr.yaml").read_text())
+    cfg["backbone"][8] = yaml.safe_load(line)[0]
+    cfg["scale"] = "n"
+    model = DetectionModel(cfg, verbose=False).eval()
+    assert type(model.model[8]).__name__ == cfg["backbone"][8][2]
+    with torch.no_grad():
+        y = model(torch.zeros(1, 3, 256, 256))[0]
+    assert torch.isfinite(y).all()
