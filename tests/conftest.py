@@ -17,6 +17,7 @@ import pytest
 _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="yolo_attn_cfg_"))
 os.environ.update(
     YOLO_CONFIG_DIR=str(_CONFIG_DIR),
+    YOLO_ATTN_DATA_DIR=str(_CONFIG_DIR / "data"),  # generated datasets never land in the user's data dir
     YOLO_OFFLINE="1",
     YOLO_AUTOINSTALL="0",
     YOLO_VERBOSE="False",
