@@ -3,7 +3,6 @@ every parameter, fuse()/info(), full attention never at P3, one training epoch o
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, subprocess_env
-from yolo_attn import YOLO, integration, workflows
+from yolo_attn import YOLO, checks, integration, workflows
 from yolo_attn.data import shapes
 from yolo_attn.cli import entrypoint
 
@@ -144,7 +144,7 @@ def test_no_argument_train_uses_embedded_defaults(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("YOLO_ATTN_DATA_DIR", str(tmp_path / "userdata"))
     monkeypatch.setitem(shapes.DEFAULT_SPEC, "n_train", 4)  # generation size only; the rest is the shipped default
     monkeypatch.setitem(shapes.DEFAULT_SPEC, "n_val", 2)
-    monkeypatch.setattr(workflows, "YOLO", FakeYOLO)
+    monkeypatch.setattr(checks, "YOLO", FakeYOLO)  # where workflows load models
     assert entrypoint(["train"]) == 0
     (_, model), (_, kw) = calls
     assert model == workflows.default_model() and Path(integration.resolve_config(model)).parent == integration.CONFIG_DIR

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import patterns as P
 from .kernel import attention_weights, mask_to_bias, masked_attention
-from .options import CALL_OPTIONS, OPTION_ALIASES, TILE, allowed_options, canonical_name, resolve
+from .options import OPTION_ALIASES, TILE, allowed_options, canonical_name, resolve
 from .tiling import TilePlan, tile_plan, tiled_attention
 
 __all__ = ["attend", "pattern_mask", "relative_position_bias", "PATTERNS", "PatternSpec"]

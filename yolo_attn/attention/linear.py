@@ -11,7 +11,6 @@ attends every key with the (normalized, positive) kernel weight ``phi(q_i) . phi
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .modules import QKVAttentionBase

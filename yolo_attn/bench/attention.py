@@ -10,7 +10,6 @@ its memory is not reported.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import statistics
