@@ -13,9 +13,10 @@ computed; no module is changed.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,8 +25,13 @@ from .attention import pattern_mask
 from .attention.functional import mixed_groups
 from .attention.options import resolve
 from .attention import PATTERNS
+from .attention.routing import example_routing_mask
 
-__all__ = ["show_pattern", "show_attention", "attention_row", "GROUP_COLOURS"]
+__all__ = ["show_pattern", "show_attention", "attention_row", "GROUP_COLOURS", "DATA_MASKS"]
+
+#: Learned kinds whose mask depends on the data: ``name -> (h, w, **options) -> BoolTensor[N, N]`` drawn for random
+#: features (a trained layer chooses by content). Their pictures say so in the title.
+DATA_MASKS: dict[str, Callable[..., torch.Tensor]] = {"routing": example_routing_mask}
 
 #: Colour of computed cells per head group (the first is the lectures' blue).
 GROUP_COLOURS = ("#4c9be8", "#3cb371", "#f0a030", "#b07cd8", "#e07070")
@@ -69,6 +75,20 @@ def _head_groups(name: str, options: dict, mask: torch.Tensor) -> list[tuple[str
     return groups
 
 
+def _pattern_and_mask(pattern: str, hw: tuple[int, int], options: dict) -> tuple[str, dict, torch.Tensor]:
+    """``(name, resolved options, mask)`` of a mask pattern, or of a data-dependent kind of :data:`DATA_MASKS`."""
+    if pattern not in DATA_MASKS:
+        spec, resolved = resolve(PATTERNS, pattern, options)
+        return spec.name, resolved, pattern_mask(pattern, hw, **options)
+    params = inspect.signature(DATA_MASKS[pattern]).parameters
+    defaults = {k: p.default for k, p in params.items() if k not in ("h", "w")}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for {pattern}; allowed: {sorted(defaults)}")
+    resolved = {**defaults, **options}
+    return pattern, resolved, DATA_MASKS[pattern](*hw, **resolved)
+
+
 def _grid_lines(ax, rows: int, cols: int, colour: str = "white", lw: float = 0.6) -> None:
     ax.set_xticks(np.arange(-0.5, cols, 1), minor=True)
     ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
@@ -92,7 +112,8 @@ def show_pattern(
     """Draw a pattern's attention mask as in the lectures: grid, computed cells coloured, one query highlighted.
 
     Args:
-        pattern: Pattern name (or alias, e.g. ``stride``) of :data:`~yolo_attn.attention.PATTERNS`.
+        pattern: Pattern name (or alias, e.g. ``stride``) of :data:`~yolo_attn.attention.PATTERNS`, or a
+            data-dependent kind of :data:`DATA_MASKS` (``routing``: drawn for random features from ``seed``).
         size: Map size ``(h, w)`` (keep ``h * w`` at most a few hundred: every matrix cell is drawn).
         point: Query position ``(x, y)`` on the map; defaults to the centre cell.
         path: Output PNG path.
@@ -108,25 +129,26 @@ def show_pattern(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
 
-    spec, resolved = resolve(PATTERNS, pattern, options)
     h, w = size
-    mask = pattern_mask(pattern, (h, w), **options)
-    g = resolved.get("num_global_tokens", 0) if spec.name == "global" else 0
+    name, resolved, mask = _pattern_and_mask(pattern, (h, w), options)
+    g = resolved.get("num_global_tokens", 0) if name == "global" else 0
     n_tot = mask.shape[-1]
     x, y = point if point is not None else (w // 2, h // 2)
     if not (0 <= x < w and 0 <= y < h):
         raise ValueError(f"point={point} lies outside the {h}x{w} map (x in [0, {w}), y in [0, {h}))")
     qi = g + y * w + x
-    groups = _head_groups(spec.name, resolved, mask)
+    groups = _head_groups(name, resolved, mask)
 
     plt = _plt()
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 5.2 * len(groups)), dpi=100, squeeze=False,
                              gridspec_kw={"width_ratios": [1.35, 1]})
-    if spec.name == "mixed":
+    if name == "mixed":
         opt = "heads: " + ", ".join(f"{c} {sp.name}" for sp, _, c in mixed_groups(resolved))
     else:
         opt = _option_text(resolved)
-    title = f"{spec.name} attention on a {h}x{w} map, N = {h * w} tokens"
+    title = f"{name} attention on a {h}x{w} map, N = {h * w} tokens"
+    if name in DATA_MASKS:
+        title += " (mask chosen for random features; a trained layer routes by content)"
     if g:
         title += f" + {g} learned global token{'s' if g > 1 else ''}"
     title += f"\n{opt}" if opt else ""

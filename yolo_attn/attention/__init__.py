@@ -1,10 +1,12 @@
 """Attention core: mask-defined patterns, their exact fast paths, the learned variants and positional encodings."""
 
+from . import area  # registers the "area" pattern
 from .cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
 from .functional import PATTERNS, attend, pattern_mask, relative_position_bias
 from .kernel import mask_to_bias, masked_attention
 from .linear import LinearAttention, linear_attention
 from .modules import Attention
+from .performer import PerformerAttention, performer_attention
 from .posenc import (
     POS_ENCODINGS,
     ConditionalPosEncoding,
@@ -14,6 +16,8 @@ from .posenc import (
     build_pos_encoding,
     sincos_2d,
 )
+from .reduce import ReduceAttention, reduce_attention
+from .routing import RoutingAttention, routing_attention, routing_mask
 from .sinkhorn import SinkhornAttention, sinkhorn_attention, sinkhorn_mask
 from .tokens import GlobalTokenAttention
 
@@ -27,6 +31,9 @@ __all__ = [
     "GlobalTokenAttention",
     "LearnedPosEmbed",
     "LinearAttention",
+    "PerformerAttention",
+    "ReduceAttention",
+    "RoutingAttention",
     "RelativePositionBias",
     "SinCosPosEmbed",
     "SinkhornAttention",
@@ -38,7 +45,11 @@ __all__ = [
     "mask_to_bias",
     "masked_attention",
     "pattern_mask",
+    "performer_attention",
+    "reduce_attention",
     "relative_position_bias",
+    "routing_attention",
+    "routing_mask",
     "sincos_2d",
     "sinkhorn_attention",
     "sinkhorn_mask",

@@ -26,7 +26,7 @@ def _int_at_least(name: str, value: Any, minimum: int) -> int:
 
 def _check_values(options: dict[str, Any]) -> dict[str, Any]:
     out = dict(options)
-    for name, minimum in (("window", 1), ("dilation", 1), ("num_global_tokens", 0)):
+    for name, minimum in (("window", 1), ("dilation", 1), ("num_global_tokens", 0), ("area", 1)):
         if name in out:
             out[name] = _int_at_least(name, out[name], minimum)
     if "shift" in out:

@@ -38,6 +38,8 @@ __all__ = [
     "dilated1d_mask",
     "window_mask",
     "axial_mask",
+    "area_mask",
+    "area_length",
     "global_mask",
     "window_shift",
 ]
@@ -263,6 +265,42 @@ def axial_mask(h: int, w: int) -> torch.Tensor:
     t = torch.arange(h * w)
     y, x = t // w, t % w
     return (y[:, None] == y[None, :]) | (x[:, None] == x[None, :])
+
+
+def area_length(n, area: int):
+    """Tokens per stripe of :func:`area_mask`: ``ceil(n / area)`` (an int, or a 0-d tensor under tracing).
+
+    Examples:
+        >>> area_length(80 * 80, 4), area_length(10, 4)
+        (1600, 3)
+    """
+    return (n + area - 1) // area
+
+
+def area_mask(h: int, w: int, area: int = 4) -> torch.Tensor:
+    """YOLO12 area attention: the row-major token sequence cut into ``area`` consecutive stripes.
+
+    Token ``t`` lies in stripe ``t // c`` with ``c = ceil(h * w / area)``; a query attends every key of its stripe.
+    When ``area`` divides ``h`` the stripes are bands of ``h / area`` whole rows (YOLO12 at the sizes it is used).
+    When it divides ``h * w`` but not ``h``, a stripe boundary falls inside a row: the same tokens ultralytics'
+    ``AAttn`` groups by reshaping the sequence. When it does not divide ``h * w`` (where ``AAttn`` cannot run), the
+    last stripe is shorter (``h * w - (area - 1) * c`` tokens; empty on maps smaller than ``area`` stripes of ``c``).
+    ``area=1`` is full attention; ``area >= h * w`` leaves every token alone.
+
+    Args:
+        h: Map height.
+        w: Map width.
+        area: Number of stripes (>= 1).
+
+    Returns:
+        ``BoolTensor[h*w, h*w]``.
+
+    Examples:
+        >>> area_mask(8, 5, area=4).sum(1).unique().tolist()
+        [10]
+    """
+    stripe = torch.arange(h * w) // area_length(h * w, area)
+    return stripe[:, None] == stripe[None, :]
 
 
 def global_mask(base: torch.Tensor, global_idx: torch.Tensor, num_global_tokens: int = 0) -> torch.Tensor:

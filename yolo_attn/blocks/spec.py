@@ -26,6 +26,9 @@ FAMILIES = {
     "cluster": ("cluster", "ClusterAttention"),
     "sinkhorn": ("sinkhorn", "SinkhornAttention"),
     "linear": ("linear", "LinearAttention"),
+    "reduce": ("reduce", "ReduceAttention"),
+    "performer": ("performer", "PerformerAttention"),
+    "routing": ("routing", "RoutingAttention"),
 }
 NOT_FROM_YAML = {"custom"}  # needs a mask tensor
 BLOCK_OPTIONS = ("heads", "head_dim", "mlp_ratio", "pos", "e", "qkv_bias", "attn_drop", "proj_drop")

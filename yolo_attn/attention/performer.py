@@ -1,0 +1,192 @@
+"""Performer attention: FAVOR+ positive orthogonal random features (Choromanski et al., 2021).
+
+The softmax kernel ``exp(q . k / sqrt(d))`` is approximated, without bias, by an inner product of positive random
+features. With ``x' = x / d^(1/4)`` and ``m`` random directions ``w_1 .. w_m`` (rows of ``projection``):
+
+    phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m),        E[phi(q) . phi(k)] = exp(q . k / sqrt(d))
+
+and attention becomes ``out_i = phi(q_i) (sum_j phi(k_j)^T v_j) / (phi(q_i) . sum_j phi(k_j))``: ``O(N m d)`` time,
+no ``N x N`` tensor, no mask. The directions are *orthogonal* (blocks of ``d`` rows from the QR factor of a Gaussian
+matrix, each row rescaled to the norm of a Gaussian vector), which lowers the variance. The error against exact
+softmax attention falls as ``m`` grows (roughly as ``1 / sqrt(m)``).
+
+Numerical stability: the exponent is stabilised by subtracting, for queries, the per-query maximum over features and,
+for keys, the maximum over all keys and features of a (batch, head); both constants cancel in the normalised output
+(they are detached, so gradients are those of the unstabilised formula). Computed in at least float32.
+
+Feature redraw policy (:class:`PerformerAttention`): the features are drawn at construction from ``seed``. With
+``redraw=0`` (default) they never change. With ``redraw=k`` they are redrawn every ``k`` training forward passes
+(draw ``i`` uses the generator seeded ``seed + 1000003 * i``, so runs are reproducible and every DDP rank draws the
+same); a persistent ``step`` counter records the training passes. Evaluation never redraws: eval and exported graphs
+are deterministic, with the features of the last draw as constants. The features are a non-persistent buffer (never
+averaged by ultralytics' EMA, rebuilt from ``seed`` and ``step``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .modules import QKVAttentionBase
+
+__all__ = ["PerformerAttention", "favor_features", "orthogonal_features", "performer_attention"]
+
+#: Seed stride between redraws (a prime, so draws of nearby seeds do not coincide).
+SEED_STRIDE = 1_000_003
+
+
+def orthogonal_features(
+    num_features: int, head_dim: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random directions ``[num_features, head_dim]``: orthogonal within each block of ``head_dim`` rows.
+
+    Each block is the Q factor of a Gaussian ``d x d`` matrix (signs fixed by ``R``'s diagonal, so it is Haar
+    distributed); each row is then scaled to the norm of an independent Gaussian vector, so every row is marginally
+    Gaussian as FAVOR+ requires.
+
+    Args:
+        num_features: Number of features ``m`` (any positive int; the last block is truncated).
+        head_dim: Dimension ``d`` of queries and keys.
+        generator: Random generator (None: the global one).
+
+    Returns:
+        Float32 ``[m, d]``.
+
+    Examples:
+        >>> w = orthogonal_features(8, 4, torch.Generator().manual_seed(0))
+        >>> w.shape, bool((w[:4] @ w[:4].T).triu(1).abs().max() < 1e-4)
+        (torch.Size([8, 4]), True)
+    """
+    blocks = []
+    for _ in range(-(-num_features // head_dim)):
+        q, r = torch.linalg.qr(torch.randn(head_dim, head_dim, generator=generator))
+        blocks.append((q * torch.sign(torch.diagonal(r))).T)
+    norms = torch.randn(num_features, head_dim, generator=generator).norm(dim=1, keepdim=True)
+    return torch.cat(blocks)[:num_features] * norms
+
+
+def favor_features(x: torch.Tensor, projection: torch.Tensor, is_query: bool) -> torch.Tensor:
+    """Stabilised positive features ``exp(W x' - |x'|^2 / 2 - c)`` (the ``1 / sqrt(m)`` factor cancels and is left out).
+
+    Args:
+        x: Queries or keys ``[B, heads, N, d]`` (any float dtype; computed in the dtype of ``projection``).
+        projection: ``[m, d]`` random directions.
+        is_query: Queries subtract their own maximum over features; keys the maximum over all keys and features.
+
+    Returns:
+        ``[B, heads, N, m]``, values in ``(0, 1]``.
+
+    Examples:
+        >>> favor_features(torch.randn(1, 2, 5, 4), torch.randn(8, 4), True).amax(-1).tolist()[0][0]
+        [1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    x = x.to(projection.dtype) * x.shape[-1] ** -0.25
+    logits = x @ projection.T - x.square().sum(-1, keepdim=True) / 2
+    stab = logits.amax(-1, keepdim=True) if is_query else logits.amax((-2, -1), keepdim=True)
+    return torch.exp(logits - stab.detach())
+
+
+def performer_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor
+) -> torch.Tensor:
+    """FAVOR+ attention ``phi(q) (phi(k)^T v) / (phi(q) . sum_j phi(k_j))`` in ``O(N m d)``.
+
+    Args:
+        q: Queries ``[B, heads, N, d]``.
+        k: Keys ``[B, heads, M, d]``.
+        v: Values ``[B, heads, M, dv]``.
+        projection: ``[m, d]`` random directions (see :func:`orthogonal_features`); computed in at least float32.
+
+    Returns:
+        ``[B, heads, N, dv]`` in the dtype of ``v``.
+
+    Examples:
+        >>> q = k = v = torch.randn(2, 4, 35, 16)
+        >>> performer_attention(q, k, v, orthogonal_features(64, 16)).shape
+        torch.Size([2, 4, 35, 16])
+    """
+    dtype = torch.promote_types(torch.promote_types(v.dtype, projection.dtype), torch.float32)
+    projection = projection.to(dtype)
+    phi_q, phi_k = favor_features(q, projection, True), favor_features(k, projection, False)
+    kv = phi_k.transpose(-2, -1) @ v.to(dtype)  # [B, h, m, dv]
+    normalizer = (phi_q @ phi_k.sum(-2).unsqueeze(-1)).clamp(min=torch.finfo(dtype).tiny)  # [B, h, N, 1]
+    return ((phi_q @ kv) / normalizer).to(v.dtype)
+
+
+class PerformerAttention(QKVAttentionBase):
+    """Multi-head Performer (FAVOR+) attention over ``[B, N, C]`` tokens: softmax attention approximated in ``O(N)``.
+
+    Args:
+        dim: Channels ``C``.
+        num_heads: Number of heads; must divide ``dim``.
+        qkv_bias: Bias in the qkv projection.
+        attn_drop: Must be 0.0: FAVOR+ never forms attention weights to drop.
+        proj_drop: Output dropout (training only).
+        num_features: Random features ``m`` (shared by the heads).
+        redraw: Redraw the features every ``redraw`` training forward passes; 0 = never (see the module doc).
+        seed: Seed of the features.
+
+    Examples:
+        >>> attn = PerformerAttention(64, num_heads=2, num_features=32)
+        >>> attn(torch.randn(2, 5 * 7, 64), (5, 7)).shape
+        torch.Size([2, 35, 64])
+    """
+
+    exports_any_size = True  # no mask, no plan: the graph is size-generic
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        num_features: int = 64,
+        redraw: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if attn_drop != 0.0:
+            raise ValueError(f"{attn_drop=} is not supported by PerformerAttention (no attention weights); allowed: 0.0")
+        for name, value, minimum in (("num_features", num_features, 1), ("redraw", redraw, 0), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        self.num_features, self.redraw, self.seed = num_features, redraw, seed
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("projection", self.draw(0), persistent=False)
+        self._draw = 0
+
+    def draw(self, index: int) -> torch.Tensor:
+        """Features of draw ``index`` (0 = at construction): ``[num_features, head_dim]``, deterministic."""
+        return orthogonal_features(
+            self.num_features, self.head_dim, torch.Generator().manual_seed(self.seed + SEED_STRIDE * index)
+        )
+
+    @torch.no_grad()
+    def _maybe_redraw(self) -> None:
+        """Training only: count the pass and switch to draw ``step // redraw`` when it changes."""
+        index = int(self.step) // self.redraw
+        if index != self._draw:
+            self.projection.copy_(self.draw(index))
+            self._draw = index
+        self.step += 1
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Attend (in training with ``redraw > 0`` this first counts the pass and may redraw the features).
+
+        Args:
+            x: Tokens ``[B, N, C]``, ``N = H * W`` row-major.
+            hw: Feature map size ``(H, W)`` (only validated: the attention is position-free).
+
+        Returns:
+            ``[B, N, C]``.
+        """
+        self.check_input(x, hw)
+        if self.training and self.redraw:
+            self._maybe_redraw()
+        q, k, v = self.split_heads(x)
+        return self.merge_heads(performer_attention(q, k, v, self.projection))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, num_features={self.num_features}, "
+                f"redraw={self.redraw}, seed={self.seed}")
