@@ -4,8 +4,8 @@ The specification is :func:`~yolo_attn.attention.patterns.area_mask` (token ``t`
 this module is its fast path, registered as the pattern ``"area"`` of :func:`~yolo_attn.attention.attend` (option
 ``area``, default 4 as in YOLO12) and used through :class:`~yolo_attn.attention.Attention`.
 
-* ``N`` divisible by ``area`` (eager mode): a reshape to ``[B, heads, area, N / area, d]`` and one fused
-  ``scaled_dot_product_attention`` per stripe, no mask.
+* ``N`` divisible by ``area`` (eager mode): a reshape to ``[B, heads * area, N / area, d]`` and one fused
+  ``scaled_dot_product_attention``, no mask.
 * Otherwise, and always while tracing / exporting: the sequence is padded at its end to ``area * c`` slots
   (``c = ceil(N / area)``; padded slots repeat the last token), padded keys are masked, and the padded queries are
   dropped. Only the token count ``N`` enters the computation, read from ``q``'s shape, so a traced or exported graph
@@ -49,7 +49,7 @@ def area_attention(
     """
     b, heads, n = q.shape[:3]
     if isinstance(n, int) and n % area == 0 and not torch.jit.is_tracing():
-        split = [t.reshape(b, heads, area, n // area, t.shape[-1]) for t in (q, k, v)]
+        split = [t.reshape(b, heads * area, n // area, t.shape[-1]) for t in (q, k, v)]  # 4-d: the fused kernel
         return F.scaled_dot_product_attention(*split, dropout_p=dropout_p).reshape(b, heads, n, v.shape[-1])
     c = P.area_length(n, area)
     slots = torch.arange(area * c, device=q.device)

@@ -10,9 +10,13 @@ memory (the lectures' "do we need all N keys?"). Two reducers:
 
 Maps not divisible by ``r`` are padded with zeros at the bottom / right to ``r * ceil(H / r)`` (ceil, never
 cropping): the conv's edge cells see those zeros as a zero-padded convolution would; the pool averages only the real
-pixels of an edge cell. ``ratio=1`` reduces nothing (no conv, no norm): full attention. The padding amount is a
-constant ``r - 1`` (the conv / pool then yields exactly the ceil), so nothing derived from the map size is baked
-into a traced graph: it exports for any input size.
+pixels of an edge cell. ``ratio=1`` reduces nothing (no conv, no norm): full attention.
+
+The reduction works on the token layout: the map ``[B, H, W, C]`` is cut into cells ``[B, H', r, W', r, C]`` by a
+reshape; the conv is then one linear map of each cell's ``r * r * C`` values (the conv weight, reordered) and the pool
+a sum divided by the cell's count of real pixels. Padding amounts and cell counts are tensor expressions of the
+input's size, so a traced / exported graph runs at any map size. Attention itself is one fused
+``scaled_dot_product_attention`` (no mask: every reduced key is real).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 
 from .modules import QKVAttentionBase
 
-__all__ = ["REDUCERS", "ReduceAttention", "reduce_attention", "reduce_map", "reduced_size"]
+__all__ = ["REDUCERS", "ReduceAttention", "reduce_attention", "reduce_tokens", "reduced_size"]
 
 REDUCERS = ("conv", "pool")
 
@@ -38,39 +42,49 @@ def reduced_size(hw: tuple[int, int], ratio: int) -> tuple[int, int]:
     return tuple((s + ratio - 1) // ratio for s in hw)
 
 
-def reduce_map(
-    x: torch.Tensor, ratio: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+def _divides(hw, ratio: int) -> bool:
+    """Eager maps divisible by ``ratio`` skip the padding; traced sizes always take the general path."""
+    return all(isinstance(x, int) and x % ratio == 0 for x in hw) and not torch.jit.is_tracing()
+
+
+def reduce_tokens(
+    x: torch.Tensor, hw: tuple[int, int], ratio: int, weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Reduce a map ``[B, C, H, W]`` by ``ratio`` per axis (ceil): a strided conv, or the mean of each cell.
+    """Reduce the tokens of an ``H x W`` map by ``ratio`` per axis (ceil): a strided conv, or the mean of each cell.
 
     Args:
-        x: Feature map ``[B, C, H, W]``.
+        x: Tokens ``[B, N, C]``, ``N = H * W`` row-major.
+        hw: Map size ``(H, W)`` (ints, or 0-d tensors while tracing).
         ratio: Reduction ``r`` per axis (kernel = stride = ``r``).
-        weight: Conv weight ``[C_out, C, r, r]``; None for the average (over each cell's real pixels).
+        weight: Conv weight ``[C_out, C, r, r]`` (``nn.Conv2d`` layout); None for the mean over each cell's real pixels.
         bias: Conv bias ``[C_out]`` or None.
 
     Returns:
-        ``[B, C_out, ceil(H / r), ceil(W / r)]``.
+        ``[B, M, C_out]`` in row-major cell order, ``M = ceil(H / r) * ceil(W / r)``.
 
     Examples:
-        >>> reduce_map(torch.ones(1, 3, 5, 7), 2)[0, 0]
-        tensor([[1., 1., 1., 1.],
-                [1., 1., 1., 1.],
-                [1., 1., 1., 1.]])
+        >>> reduce_tokens(torch.ones(1, 5 * 7, 3), (5, 7), 2).shape
+        torch.Size([1, 12, 3])
     """
     if ratio == 1 and weight is None:
         return x
-    pad = (0, ratio - 1, 0, ratio - 1)  # constant padding: the strided window count is then ceil(H / r)
-    if weight is not None:
-        return F.conv2d(F.pad(x, pad), weight, bias, stride=ratio)
-    real = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), ratio)  # fraction of real pixels per cell
-    return F.avg_pool2d(F.pad(x, pad), ratio) / real
-
-
-def _to_map(t: torch.Tensor, hw) -> torch.Tensor:
-    """``[B, heads, N, d]`` -> ``[B * heads, d, H, W]``."""
-    b, heads, _, d = t.shape
-    return t.transpose(-2, -1).reshape(b * heads, d, hw[0], hw[1])
+    (b, _, c), (h, w), (hr, wr) = x.shape, hw, reduced_size(hw, ratio)
+    x = x.reshape(b, h, w, c)
+    if not _divides(hw, ratio):
+        x = F.pad(x, (0, 0, 0, wr * ratio - w, 0, hr * ratio - h))
+    cells = x.reshape(b, hr, ratio, wr, ratio, c)
+    if weight is not None:  # kernel = stride = r: one linear map of each cell's (ky, kx, c) values
+        patches = cells.permute(0, 1, 3, 2, 4, 5).reshape(b, hr * wr, ratio * ratio * c)
+        return F.linear(patches, weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1), bias)
+    sums = cells.sum((2, 4))  # [B, H', W', C]
+    if not _divides(hw, ratio):
+        start = torch.arange(hr, device=x.device) * ratio, torch.arange(wr, device=x.device) * ratio
+        rows, cols = ((s + ratio).clamp(max=n) - s for s, n in zip(start, (h, w)))  # real pixels per cell and axis
+        sums = sums / (rows[:, None] * cols[None, :]).to(sums.dtype)[..., None]
+    else:
+        sums = sums / (ratio * ratio)
+    return sums.reshape(b, hr * wr, c)
 
 
 def reduce_attention(
@@ -95,10 +109,11 @@ def reduce_attention(
         >>> reduce_attention(q, k, v, (20, 18), ratio=4).shape
         torch.Size([1, 2, 360, 16])
     """
-    b, heads = q.shape[:2]
-    kr, vr = (reduce_map(_to_map(t, hw), ratio).flatten(2).reshape(b, heads, t.shape[-1], -1).transpose(-2, -1)
-              for t in (k, v))
-    return F.scaled_dot_product_attention(q, kr, vr, dropout_p=dropout_p)
+    b, heads, n = q.shape[:3]
+    kr, vr = (reduce_tokens(t.reshape(b * heads, n, t.shape[-1]), hw, ratio) for t in (k, v))
+    m = kr.shape[1]
+    return F.scaled_dot_product_attention(q, kr.reshape(b, heads, m, -1), vr.reshape(b, heads, m, -1),
+                                          dropout_p=dropout_p)
 
 
 class ReduceAttention(QKVAttentionBase):
@@ -145,10 +160,8 @@ class ReduceAttention(QKVAttentionBase):
 
     def reduce(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Reduced, normalised tokens ``[B, M, C]`` (``M = ceil(H / r) * ceil(W / r)``) of ``x: [B, N, C]``."""
-        b, _, c = x.shape
         weight, bias = (self.sr.weight, self.sr.bias) if self.sr is not None else (None, None)
-        reduced = reduce_map(x.transpose(1, 2).reshape(b, c, hw[0], hw[1]), self.ratio, weight, bias)
-        return self.norm(reduced.flatten(2).transpose(1, 2))
+        return self.norm(reduce_tokens(x, hw, self.ratio, weight, bias))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Attend.

@@ -13,8 +13,10 @@ dropped queries. Then:
    ``[topk * region size]`` key set.
 
 The routing carries no gradient (BiFormer's default: the indices are discrete); the output is exactly dense attention
-under the mask the routing chose (:func:`routing_mask`), which :class:`RoutingAttention` can return. Cost is
-``O(N * topk * N / S^2)`` time and memory; the ``N x N`` matrix is never built. ``S`` and ``topk`` are constants and
+under the mask the routing chose (:func:`routing_mask`), which :class:`RoutingAttention` can return. The token
+attention is one fused ``scaled_dot_product_attention`` over ``[B * S^2, heads, region size, topk * region size]``
+(an additive bias masks padded keys; none when ``S`` divides the map). Cost is ``O(N * topk * N / S^2)`` time and
+memory; the ``N x N`` matrix is never built. ``S`` and ``topk`` are constants and
 region sizes come from the input's shape, so a traced / exported graph runs at any map size.
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernel import masked_attention
+from .kernel import mask_to_bias
 from .modules import QKVAttentionBase
 
 __all__ = ["RoutingAttention", "check_routing", "example_routing_mask", "region_index", "routing_attention",
@@ -50,22 +52,33 @@ def _region_size(hw, regions: int):
     return tuple((s + regions - 1) // regions for s in hw)
 
 
+def _divides(hw, regions: int) -> bool:
+    """Eager maps divisible by ``S`` need no padding; traced sizes always take the general (padded) path."""
+    return all(isinstance(x, int) and x % regions == 0 for x in hw) and not torch.jit.is_tracing()
+
+
 def _to_regions(x: torch.Tensor, hw, regions: int) -> torch.Tensor:
-    """``[B, heads, N, d]`` -> ``[B, S*S, heads, rh*rw, d]`` (zero padded at the bottom / right)."""
+    """``[B, heads, N, d]`` -> ``[B * S*S, rh*rw, heads, d]`` (token-major, zero padded at the bottom / right)."""
     b, heads, _, d = x.shape
     (h, w), (rh, rw) = hw, _region_size(hw, regions)
-    x = F.pad(x.reshape(b, heads, h, w, d), (0, 0, 0, regions * rw - w, 0, regions * rh - h))
-    x = x.reshape(b, heads, regions, rh, regions, rw, d).permute(0, 2, 4, 1, 3, 5, 6)
-    return x.reshape(b, regions * regions, heads, rh * rw, d)
+    x = x.transpose(1, 2).reshape(b, h, w, heads, d)
+    if not _divides(hw, regions):
+        x = F.pad(x, (0, 0, 0, 0, 0, regions * rw - w, 0, regions * rh - h))
+    x = x.reshape(b, regions, rh, regions, rw, heads, d).transpose(2, 3)
+    return x.reshape(b * regions * regions, rh * rw, heads, d)
 
 
-def _from_regions(x: torch.Tensor, hw, regions: int) -> torch.Tensor:
-    """Inverse of :func:`_to_regions`: ``[B, S*S, heads, rh*rw, d]`` -> ``[B, heads, N, d]`` (padding cropped)."""
-    b, _, heads, _, d = x.shape
+def _from_regions(x: torch.Tensor, hw, regions: int, b) -> torch.Tensor:
+    """Inverse of :func:`_to_regions`: ``[B * S*S, rh*rw, heads, d]`` -> ``[B, heads, N, d]`` (padding cropped).
+
+    Every size is passed or computed explicitly (``b`` from the input): the ONNX exporter would otherwise fix
+    inferred sizes of intermediate results as constants."""
+    heads, d = x.shape[2], x.shape[3]
     (h, w), (rh, rw) = hw, _region_size(hw, regions)
-    x = x.reshape(b, regions, regions, heads, rh, rw, d).permute(0, 3, 1, 4, 2, 5, 6)
-    x = x.reshape(b, heads, regions * rh, regions * rw, d).narrow(2, 0, h).narrow(3, 0, w)
-    return x.reshape(b, heads, -1, d)
+    x = x.reshape(b, regions, regions, rh, rw, heads, d).transpose(2, 3).reshape(b, regions * rh, regions * rw, heads, d)
+    if not _divides(hw, regions):
+        x = x.narrow(1, 0, h).narrow(2, 0, w)
+    return x.reshape(b, h * w, heads, d).transpose(1, 2)
 
 
 def _real_tokens(hw, regions: int, device: torch.device) -> torch.Tensor:
@@ -95,17 +108,23 @@ def routing_select(q: torch.Tensor, k: torch.Tensor, hw: tuple[int, int], region
         >>> routing_select(q, k, (8, 8), regions=4, topk=3).shape
         torch.Size([1, 16, 3])
     """
-    with torch.no_grad():
-        real = _real_tokens(hw, regions, q.device)  # [R, P]
-        count = real.sum(-1).clamp(min=1).to(torch.float32)[None, :, None]
-        qr = _to_regions(q.float(), hw, regions).sum(3).flatten(2) / count  # [B, R, heads*d] (padding is zero)
-        kr = _to_regions(k.float(), hw, regions).sum(3).flatten(2) / count
-        affinity = qr @ kr.transpose(-2, -1)  # [B, R, R]
-        big = torch.finfo(affinity.dtype).max
-        affinity = affinity.masked_fill(~real.any(-1), -big)  # padding-only regions: last
-        region = torch.arange(regions * regions, device=q.device)
-        affinity = affinity.masked_fill(region[:, None] == region[None, :], big)  # own region: first
-        return affinity.topk(topk, dim=-1).indices
+    real = _real_tokens(hw, regions, q.device)
+    return _select(_to_regions(q, hw, regions), _to_regions(k, hw, regions), real, topk)
+
+
+@torch.no_grad()
+def _select(qr: torch.Tensor, kr: torch.Tensor, real: torch.Tensor, topk: int) -> torch.Tensor:
+    """:func:`routing_select` on region tensors ``[B * R, P, heads, d]`` (zero padded) and ``real: [R, P]``."""
+    r = real.shape[0]
+    count = real.sum(-1).clamp(min=1).to(torch.float32)[None, :, None]
+    q_mean = qr.float().sum(1).reshape(-1, r, qr.shape[2] * qr.shape[3]) / count  # [B, R, heads * d]
+    k_mean = kr.float().sum(1).reshape(-1, r, kr.shape[2] * kr.shape[3]) / count  # (padding slots are zeros)
+    affinity = q_mean @ k_mean.transpose(-2, -1)  # [B, R, R]
+    big = torch.finfo(affinity.dtype).max
+    affinity = affinity.masked_fill(~real.any(-1), -big)  # padding-only regions: last
+    region = torch.arange(r, device=qr.device)
+    affinity = affinity.masked_fill(region[:, None] == region[None, :], big)  # own region: first
+    return affinity.topk(topk, dim=-1).indices
 
 
 def region_index(hw: tuple[int, int], regions: int, device: torch.device | None = None) -> torch.Tensor:
@@ -172,18 +191,21 @@ def routing_attention(
         torch.Size([1, 2, 90, 16])
     """
     b, r = q.shape[0], regions * regions
-    selected = routing_select(q, k, hw, regions, topk)  # [B, R, topk]
+    real = _real_tokens(hw, regions, q.device)  # [R, P]
+    qr, kr, vr = (_to_regions(t, hw, regions) for t in (q, k, v))  # [B * R, P, heads, d]
+    selected = _select(qr, kr, real, topk)  # [B, R, topk]
     flat = (selected + torch.arange(b, device=q.device)[:, None, None] * r).flatten()
 
-    def gather(t: torch.Tensor) -> torch.Tensor:  # [B, R, heads, P, d] -> [B, R, heads, topk * P, d]
-        g = t.flatten(0, 1).index_select(0, flat).unflatten(0, (-1, r, topk))  # [B, R, topk, heads, P, d]
-        return g.transpose(2, 3).flatten(3, 4)
+    def gather(t: torch.Tensor) -> torch.Tensor:  # [B * R, P, heads, d] -> [B * R, heads, topk * P, d]
+        return t.index_select(0, flat).reshape(b * r, topk * t.shape[1], t.shape[2], t.shape[3]).transpose(1, 2)
 
-    real = _real_tokens(hw, regions, q.device)
-    key_ok = real.index_select(0, selected.flatten()).reshape(b, r, 1, 1, -1)  # [B, R, 1, 1, topk * P]
-    kg, vg = gather(_to_regions(k, hw, regions)), gather(_to_regions(v, hw, regions))
-    out = masked_attention(_to_regions(q, hw, regions), kg, vg, mask=key_ok, dropout_p=dropout_p)
-    return _from_regions(out, hw, regions), selected
+    bias = None
+    if not _divides(hw, regions):
+        key_ok = real.index_select(0, flat % r).reshape(b * r, 1, 1, topk * real.shape[1])  # [B * R, 1, 1, topk * P]
+        bias = mask_to_bias(key_ok, q.dtype)  # finite: a padding-only region's rows stay finite (and are dropped)
+    out = F.scaled_dot_product_attention(qr.transpose(1, 2), gather(kr), gather(vr), attn_mask=bias,
+                                         dropout_p=dropout_p)
+    return _from_regions(out.transpose(1, 2), hw, regions, b), selected
 
 
 def example_routing_mask(h: int, w: int, regions: int = 4, topk: int = 4, seed: int = 0) -> torch.Tensor:

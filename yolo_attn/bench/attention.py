@@ -23,8 +23,18 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from yolo_attn.attention import attend, cluster_attention, linear_attention, pattern_mask, sinkhorn_attention
+from yolo_attn.attention import (
+    attend,
+    cluster_attention,
+    linear_attention,
+    pattern_mask,
+    performer_attention,
+    reduce_attention,
+    routing_attention,
+    sinkhorn_attention,
+)
 from yolo_attn.attention.cluster import lsh_route
+from yolo_attn.attention.performer import orthogonal_features
 
 from .report import header_notes, torch_threads, write_csv
 from .report import progress as progress_bar
@@ -35,15 +45,34 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "full": {}, "local": {"window": 7}, "dilated": {"window": 7, "dilation": 2}, "window": {"window": 7},
     "swin": {"window": 7, "shift": True}, "axial": {}, "local1d": {"window": 24},
     "global": {"window": 7, "global_idx": [0]}, "mixed": {"heads": {"local": 1, "dilated": 1}, "window": 7},
+    "area": {"area": 4},
 }
 
 #: Learned-pattern families, benchmarked through their functional cores (routing / sorting inputs drawn at random,
-#: as a trained layer would produce them); 64 tokens per cluster / block.
-LEARNED = ("cluster", "sinkhorn", "linear")
+#: as a trained layer would produce them); 64 tokens per cluster / block; reduce r = 4 (pooled keys), performer
+#: 64 features, routing 8x8 regions, top 4.
+LEARNED = ("cluster", "sinkhorn", "linear", "reduce", "performer", "routing")
+LEARNED_OPTIONS = {"reduce": {"ratio": 4}, "performer": {"num_features": 64}, "routing": {"regions": 8, "topk": 4}}
+
+#: Side-by-side rows with ultralytics' YOLO12 area attention, added with ``area`` (modules on a ``[1, 64, H, W]``
+#: map, 2 heads x 32 for the attention modules; the blocks as A2C2f builds them: 32 hidden channels, 1 head, 2 layers).
+AREA_PEERS = (
+    "area module: ours, Attention (qkv + proj, 2x32)",
+    "area module: ultralytics AAttn (qkv + proj + 7x7 pe, 2x32)",
+    "area block: ours, C3Attn(64, 64, n=2, area 4, 1 head)",
+    "area block: ultralytics A2C2f(64, 64, area=4)",
+)
 
 
-def _learned_fn(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Callable[[], Any]:
-    n, per = q.shape[2], 64
+def _learned_fn(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: tuple[int, int]) -> Callable[[], Any]:
+    n, per, opts = q.shape[2], 64, LEARNED_OPTIONS.get(name, {})
+    if name == "reduce":
+        return lambda: reduce_attention(q, k, v, hw, **opts)
+    if name == "performer":
+        projection = orthogonal_features(opts["num_features"], q.shape[-1], torch.Generator().manual_seed(0))
+        return lambda: performer_attention(q, k, v, projection.to(q.device))
+    if name == "routing":
+        return lambda: routing_attention(q, k, v, hw, **opts)[0]
     if name == "cluster":
         num_clusters = max(1, n // per)
         rotations = torch.randn(q.shape[1], q.shape[-1], max(1, num_clusters // 2), device=q.device)
@@ -101,7 +130,7 @@ def _contenders(hw: tuple[int, int], patterns: Iterable[str], q, k, v, flex: boo
     out: dict[str, dict] = {}
     for name in patterns:
         if name in LEARNED:
-            out[name] = {"fn": _learned_fn(name, q, k, v), "cached": 0, "note": "functional core"}
+            out[name] = {"fn": _learned_fn(name, q, k, v, hw), "cached": 0, "note": "functional core"}
             continue
         pattern = "window" if name == "swin" else name
         options = DEFAULT_OPTIONS.get(name, {})
@@ -112,7 +141,29 @@ def _contenders(hw: tuple[int, int], patterns: Iterable[str], q, k, v, flex: boo
     }
     if flex:
         out["local: FlexAttention"] = _flex_contender(local, q, k, v, log)
+    if "area" in patterns:
+        out.update(_area_peers(hw, q.device))
     return out
+
+
+def _area_peers(hw: tuple[int, int], device: str | torch.device) -> dict[str, dict]:
+    """Our area attention next to ultralytics' YOLO12 ``AAttn`` / ``A2C2f`` on one ``[1, 64, H, W]`` map."""
+    from ultralytics.nn.modules.block import A2C2f, AAttn
+
+    from yolo_attn.attention import Attention
+    from yolo_attn.blocks import C3Attn
+
+    x = torch.randn(1, 64, *hw, device=device)
+    tokens = x.flatten(2).transpose(1, 2)
+    ours = Attention(64, 2, pattern="area", area=4).to(device).eval()
+    modules = {
+        AREA_PEERS[0]: lambda: ours(tokens, hw),
+        AREA_PEERS[1]: AAttn(64, 2, area=4).to(device).eval(),
+        AREA_PEERS[2]: C3Attn(64, 64, 2, "area", {"area": 4, "heads": 1}).to(device).eval(),
+        AREA_PEERS[3]: A2C2f(64, 64, 1, True, 4).to(device).eval(),
+    }
+    return {name: {"fn": (lambda m=m: m(x)) if isinstance(m, torch.nn.Module) else m, "cached": 0,
+                   "note": "module on a [1, 64, H, W] map (with projections)"} for name, m in modules.items()}
 
 
 def _flex_contender(mask: torch.Tensor, q, k, v, log) -> dict:
@@ -240,6 +291,15 @@ def _targets(rows: list[dict], raw: dict[int, dict[str, list[float]]]) -> list[t
         _ratio(r80.get("dilated", []), r80.get("local", [])) if "dilated" in r80 else 0, "{:.2f}x", lambda x: x <= 1.5)
     add("window >= 20x faster than full (80x80)", "window" in r80,
         _ratio(r80.get("full", []), r80.get("window", [])) if "window" in r80 else 0, "{:.1f}x", lambda x: x >= 20)
+    add("reduce (r=4) >= 8x faster than full (80x80)", "reduce" in r80,
+        _ratio(r80.get("full", []), r80.get("reduce", [])) if "reduce" in r80 else 0, "{:.1f}x", lambda x: x >= 8)
+    add("routing (8x8 regions, top 4) >= 5x faster than full (80x80)", "routing" in r80,
+        _ratio(r80.get("full", []), r80.get("routing", [])) if "routing" in r80 else 0, "{:.1f}x", lambda x: x >= 5)
+    dense = 2 * 6400 * 6400 * 4 / 2**20  # MB of dense fp32 scores at 80x80, batch 1, 2 heads
+    for name, share in (("reduce", 1 / 16), ("routing", 4 / 64)):  # keys per query / N: 1/r^2, topk/S^2
+        have = mem.get(name) is not None
+        add(f"{name} peak memory <= 2 x {share:.4g} of dense N x N scores ({dense:.0f} MB) (80x80)", have,
+            mem[name] / dense if have else 0, "{:.4f} of dense", lambda x, s=share: x <= 2 * s)
     return out
 
 
