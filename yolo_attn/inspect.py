@@ -24,7 +24,8 @@ FORMULAS = (
     "attention FLOPs per call = 2 * N_q * K * d * heads * 2  (q k^T and weights @ v; 1 multiply-add = 2 FLOPs), "
     "K = keys per query: N (full), min(k,H)*min(k,W) (local), min(k,ceil(H/s))*min(k,ceil(W/s)) (dilated), "
     "min(ws,H)*min(ws,W) (window), H+W-1 (axial), 2k+1 (1-d bands), base K + global keys (global), "
-    "N/num_clusters (cluster), 2*block_size (sinkhorn), N/area (ultralytics A2C2f); linear attention counts "
+    "N/num_clusters (cluster), 2*block_size (sinkhorn), N/area (area, ultralytics A2C2f), "
+    "ceil(H/r)*ceil(W/r) (reduce), num_features (performer), topk*ceil(H/S)*ceil(W/S) (routing); linear attention counts "
     "2 * N * d * d * heads * 2. "
     "Score memory = bytes of attention scores materialised per call: B * heads * N_q * K * 4 (float32), "
     "B * heads * d * d * 4 for linear; full attention is counted dense (N x N) as the unfused path materialises it."
@@ -44,6 +45,12 @@ def _pattern_of(module: nn.Module) -> tuple[str, dict[str, Any]]:
         return "sinkhorn", {"block_size": module.block_size}
     if name == "LinearAttention":
         return "linear", {}
+    if name == "ReduceAttention":
+        return "reduce", {"ratio": module.ratio, "reducer": module.reducer}
+    if name == "PerformerAttention":
+        return "performer", {"num_features": module.num_features}
+    if name == "RoutingAttention":
+        return "routing", {"regions": module.regions, "topk": module.topk}
     if isinstance(module, nn.MultiheadAttention):
         return "full", {"impl": "C3TR"}
     if name == "AAttn":
@@ -99,7 +106,14 @@ def keys_per_query(pattern: str, options: Mapping[str, Any], hw: tuple[int, int]
     if pattern == "linear":
         return head_dim
     if pattern == "area":
-        return n // max(options["area"], 1)
+        return math.ceil(n / max(options["area"], 1))
+    if pattern == "reduce":
+        return math.ceil(h / options["ratio"]) * math.ceil(w / options["ratio"])
+    if pattern == "performer":
+        return options["num_features"]
+    if pattern == "routing":
+        s = options["regions"]
+        return min(options["topk"] * math.ceil(h / s) * math.ceil(w / s), n)
     if pattern == "custom":
         return float(options["mask"].float().sum(1).mean()) if isinstance(options.get("mask"), torch.Tensor) else n
     raise ValueError(f"no key count for pattern {pattern!r}")

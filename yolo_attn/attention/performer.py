@@ -15,11 +15,13 @@ for keys, the maximum over all keys and features of a (batch, head); both consta
 (they are detached, so gradients are those of the unstabilised formula). Computed in at least float32.
 
 Feature redraw policy (:class:`PerformerAttention`): the features are drawn at construction from ``seed``. With
-``redraw=0`` (default) they never change. With ``redraw=k`` they are redrawn every ``k`` training forward passes
-(draw ``i`` uses the generator seeded ``seed + 1000003 * i``, so runs are reproducible and every DDP rank draws the
-same); a persistent ``step`` counter records the training passes. Evaluation never redraws: eval and exported graphs
-are deterministic, with the features of the last draw as constants. The features are a non-persistent buffer (never
-averaged by ultralytics' EMA, rebuilt from ``seed`` and ``step``).
+``redraw=0`` (default) they never change. With ``redraw=k`` they are redrawn after every ``k``-th training forward
+pass: a persistent ``step`` buffer counts the training passes and the features in use are always draw
+``step // k``, where draw ``i`` comes from the generator seeded ``seed + 1000003 * i`` (reproducible runs; every DDP
+rank draws the same). Evaluation never redraws: eval and exported graphs are deterministic, the features being
+constants of the graph. The features are a non-persistent buffer: not in ``state_dict`` (so never averaged by
+ultralytics' EMA), rebuilt from ``seed`` and ``step`` when a state dict is loaded; a copy that only evaluates (the EMA
+model) keeps the features it has. A redraw rebinds the buffer, never writes into a tensor saved for backward.
 """
 
 from __future__ import annotations
@@ -154,7 +156,6 @@ class PerformerAttention(QKVAttentionBase):
         self.num_features, self.redraw, self.seed = num_features, redraw, seed
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("projection", self.draw(0), persistent=False)
-        self._draw = 0
 
     def draw(self, index: int) -> torch.Tensor:
         """Features of draw ``index`` (0 = at construction): ``[num_features, head_dim]``, deterministic."""
@@ -162,17 +163,17 @@ class PerformerAttention(QKVAttentionBase):
             self.num_features, self.head_dim, torch.Generator().manual_seed(self.seed + SEED_STRIDE * index)
         )
 
-    @torch.no_grad()
-    def _maybe_redraw(self) -> None:
-        """Training only: count the pass and switch to draw ``step // redraw`` when it changes."""
-        index = int(self.step) // self.redraw
-        if index != self._draw:
-            self.projection.copy_(self.draw(index))
-            self._draw = index
-        self.step += 1
+    def _use_current_draw(self) -> None:
+        """Rebind ``projection`` to draw ``step // redraw`` (draw 0 without redraws), keeping its device and dtype."""
+        index = int(self.step) // self.redraw if self.redraw else 0
+        self.projection = self.draw(index).to(self.projection)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._use_current_draw()  # features follow the loaded step
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """Attend (in training with ``redraw > 0`` this first counts the pass and may redraw the features).
+        """Attend; in training with ``redraw > 0`` then count the pass (and redraw after every ``redraw``-th).
 
         Args:
             x: Tokens ``[B, N, C]``, ``N = H * W`` row-major.
@@ -182,10 +183,14 @@ class PerformerAttention(QKVAttentionBase):
             ``[B, N, C]``.
         """
         self.check_input(x, hw)
-        if self.training and self.redraw:
-            self._maybe_redraw()
         q, k, v = self.split_heads(x)
-        return self.merge_heads(performer_attention(q, k, v, self.projection))
+        out = self.merge_heads(performer_attention(q, k, v, self.projection))
+        if self.training and self.redraw:
+            with torch.no_grad():
+                self.step += 1
+            if int(self.step) % self.redraw == 0:
+                self._use_current_draw()
+        return out
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, num_features={self.num_features}, "
