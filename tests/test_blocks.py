@@ -30,6 +30,10 @@ KIND_OPTIONS = {
     "cluster": {"num_clusters": 4},
     "sinkhorn": {"block_size": 16},
     "linear": {},
+    "area": {"area": 3},
+    "reduce": {"ratio": 2},
+    "performer": {"num_features": 16},
+    "routing": {"regions": 3, "topk": 2},
 }
 
 

@@ -27,6 +27,7 @@ PATTERN_ARGS = {
     "axial": [],
     "global": ["window=3", "num_global_tokens=2", "global_idx=0,20"],
     "mixed": ["heads={local: 2, dilated: 1, axial: 1}", "window=3", "dilation=2"],
+    "area": ["area=3"],
 }
 
 

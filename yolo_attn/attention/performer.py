@@ -10,9 +10,12 @@ no ``N x N`` tensor, no mask. The directions are *orthogonal* (blocks of ``d`` r
 matrix, each row rescaled to the norm of a Gaussian vector), which lowers the variance. The error against exact
 softmax attention falls as ``m`` grows (roughly as ``1 / sqrt(m)``).
 
-Numerical stability: the exponent is stabilised by subtracting, for queries, the per-query maximum over features and,
-for keys, the maximum over all keys and features of a (batch, head); both constants cancel in the normalised output
-(they are detached, so gradients are those of the unstabilised formula). Computed in at least float32.
+Numerical stability: the exponents are stabilised so that nothing overflows or underflows to ``0 / 0``. Each key
+feature ``f`` is divided by its maximum over the keys, ``exp(c_f)``, and that factor is moved into the query
+features, which are then divided by their own maximum over ``f``. Both factors cancel exactly in the normalised
+output (they are detached: gradients are those of the plain formula), and every normaliser is at least 1 (the
+query's largest feature is 1 and that feature's largest key term is 1), even for inputs of magnitude 1e3.
+Computed in at least float32.
 
 Feature redraw policy (:class:`PerformerAttention`): the features are drawn at construction from ``seed``. With
 ``redraw=0`` (default) they never change. With ``redraw=k`` they are redrawn after every ``k``-th training forward
@@ -67,25 +70,37 @@ def orthogonal_features(
     return torch.cat(blocks)[:num_features] * norms
 
 
-def favor_features(x: torch.Tensor, projection: torch.Tensor, is_query: bool) -> torch.Tensor:
-    """Stabilised positive features ``exp(W x' - |x'|^2 / 2 - c)`` (the ``1 / sqrt(m)`` factor cancels and is left out).
+def favor_features(
+    q: torch.Tensor, k: torch.Tensor, projection: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stabilised positive features of queries and keys, ``exp(W x' - |x'|^2 / 2)`` up to factors that cancel.
+
+    The ``1 / sqrt(m)`` factor cancels in the normalised output and is left out; the stabilisers are described in
+    the module doc.
 
     Args:
-        x: Queries or keys ``[B, heads, N, d]`` (any float dtype; computed in the dtype of ``projection``).
+        q: Queries ``[B, heads, N, d]`` (any float dtype; computed in the dtype of ``projection``).
+        k: Keys ``[B, heads, M, d]``.
         projection: ``[m, d]`` random directions.
-        is_query: Queries subtract their own maximum over features; keys the maximum over all keys and features.
 
     Returns:
-        ``[B, heads, N, m]``, values in ``(0, 1]``.
+        ``(phi_q [B, heads, N, m], phi_k [B, heads, M, m])``, values in ``[0, 1]``; each query row and each key
+        column (feature) has a maximum of exactly 1.
 
     Examples:
-        >>> favor_features(torch.randn(1, 2, 5, 4), torch.randn(8, 4), True).amax(-1).tolist()[0][0]
-        [1.0, 1.0, 1.0, 1.0, 1.0]
+        >>> phi_q, phi_k = favor_features(torch.randn(1, 2, 5, 4), torch.randn(1, 2, 6, 4), torch.randn(8, 4))
+        >>> phi_q.amax(-1).unique().tolist(), phi_k.amax(-2).unique().tolist()
+        ([1.0], [1.0])
     """
-    x = x.to(projection.dtype) * x.shape[-1] ** -0.25
-    logits = x @ projection.T - x.square().sum(-1, keepdim=True) / 2
-    stab = logits.amax(-1, keepdim=True) if is_query else logits.amax((-2, -1), keepdim=True)
-    return torch.exp(logits - stab.detach())
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(projection.dtype) * x.shape[-1] ** -0.25
+        return x @ projection.T - x.square().sum(-1, keepdim=True) / 2
+
+    logits_q, logits_k = logits(q), logits(k)
+    c = logits_k.amax(-2, keepdim=True).detach()  # [B, heads, 1, m]: per-feature key maximum
+    logits_q = logits_q + c  # moved into the queries: cancels exactly
+    return torch.exp(logits_q - logits_q.amax(-1, keepdim=True).detach()), torch.exp(logits_k - c)
 
 
 def performer_attention(
@@ -109,9 +124,9 @@ def performer_attention(
     """
     dtype = torch.promote_types(torch.promote_types(v.dtype, projection.dtype), torch.float32)
     projection = projection.to(dtype)
-    phi_q, phi_k = favor_features(q, projection, True), favor_features(k, projection, False)
+    phi_q, phi_k = favor_features(q, k, projection)
     kv = phi_k.transpose(-2, -1) @ v.to(dtype)  # [B, h, m, dv]
-    normalizer = (phi_q @ phi_k.sum(-2).unsqueeze(-1)).clamp(min=torch.finfo(dtype).tiny)  # [B, h, N, 1]
+    normalizer = phi_q @ phi_k.sum(-2).unsqueeze(-1)  # [B, h, N, 1], >= 1 by the stabilisers
     return ((phi_q @ kv) / normalizer).to(v.dtype)
 
 
