@@ -145,7 +145,7 @@ def _call_cost(module: nn.Module, args: tuple, batch: int) -> dict[str, Any]:
         n = x.shape[0]
         side = math.isqrt(n)
         hw, heads, d = (side, n // max(side, 1)), module.num_heads, module.head_dim
-    elif pattern == "area":  # A2C2f: NCHW map
+    elif type(module).__name__ == "AAttn":  # ultralytics A2C2f: NCHW map (our area pattern takes tokens)
         hw, heads, d = tuple(x.shape[-2:]), module.num_heads, module.head_dim
     else:
         hw, heads = tuple(int(v) for v in args[1]), module.num_heads
