@@ -39,14 +39,16 @@ def _assert_same(out, leaves, reference, atol=1e-5):
 
 
 class _Largest(TorchDispatchMode):
-    """Largest number of elements of any op output while active."""
+    """Largest number of elements of any op output while active, and the key counts fused attention ops saw."""
 
     def __init__(self):
         super().__init__()
-        self.largest = 0
+        self.largest, self.fused_keys = 0, []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if "scaled_dot_product" in str(func):
+            self.fused_keys.append(args[1].shape[-2])
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
@@ -199,6 +201,7 @@ def test_reduce_largest_tensor_is_n_by_reduced_keys(reducer):
     module = ReduceAttention(16, 1, ratio=ratio, reducer=reducer).eval()
     with torch.no_grad(), _Largest() as mode:
         module(torch.randn(1, n, 16), hw)
+    assert mode.fused_keys == [m]  # every query attends M = ceil(H / r) * ceil(W / r) keys
     assert mode.largest <= n * m < n * n / 10  # O(N * N / r^2): the reduced logits at most
 
 
@@ -268,7 +271,9 @@ def test_performer_redraw_policy():
 
     first = trained(0, 2).projection
     assert torch.equal(trained(1, 2).projection, first)
-    assert not torch.equal(trained(2, 2).projection, first)
+    second = trained(2, 2)
+    assert not torch.equal(second.projection, first)
+    assert torch.equal(second.projection, second.draw(1)) and torch.equal(trained(5, 2).projection, second.draw(2))
     assert torch.equal(trained(5, 2).projection, trained(5, 2).projection)  # reproducible
     assert torch.equal(trained(5, 0).projection, first)  # redraw=0: fixed features
     module = trained(4, 2)
@@ -346,4 +351,5 @@ def test_routing_never_builds_the_n_by_n_matrix(hw):
     q, k, v = (torch.randn(1, HEADS, n, 8) for _ in range(3))
     with torch.no_grad(), _Largest() as mode:
         routing_attention(q, k, v, hw, regions=4, topk=2)
+    assert mode.fused_keys == [2 * math.ceil(hw[0] / 4) * math.ceil(hw[1] / 4)]  # topk regions' keys per query
     assert mode.largest < n * n / 2
