@@ -30,7 +30,6 @@ model) keeps the features it has. A redraw rebinds the buffer, never writes into
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from .modules import QKVAttentionBase
 

@@ -216,7 +216,8 @@ def run_attention_benchmark(
     Args:
         sizes: Token counts ``N``; each must be a perfect square (map ``sqrt(N) x sqrt(N)``).
         patterns: Pattern names or a comma-separated string (``swin`` = shifted windows); ``local`` is also run as
-            SDPA with its boolean mask and as compiled FlexAttention with the same mask.
+            SDPA with its boolean mask and as compiled FlexAttention with the same mask; ``area`` adds the
+            :data:`AREA_PEERS` rows (ours against ultralytics' ``AAttn`` and ``A2C2f``).
         repeats: Interleaved rounds per size (the median is reported).
         out_dir: Where ``attention.csv``, ``attention.md`` and ``attention.png`` are written.
         progress: Print progress lines and a progress bar over the timing rounds.
