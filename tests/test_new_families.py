@@ -229,7 +229,7 @@ def test_performer_core_equals_explicit_kernel(batch):
 
 def test_performer_error_against_softmax_falls_with_features():
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, HEADS, 64, 16, generator=gen) * 0.7 for _ in range(3))
+    q, k, v = (torch.randn(1, HEADS, 64, 16, generator=gen) * 0.4 for _ in range(3))
     exact = reference_attention(q, k, v)
     medians = []
     for m in (16, 64, 256):
@@ -237,7 +237,7 @@ def test_performer_error_against_softmax_falls_with_features():
                    .double() - exact).abs().mean().item() for s in range(8)]
         medians.append(sorted(errors)[len(errors) // 2])
     assert medians[0] > medians[1] > medians[2], medians
-    assert medians[2] < 0.05, medians
+    assert medians[2] < medians[0] / 3 and medians[2] < 0.005, medians  # ~1 / sqrt(m): 16x the features, ~1/4
 
 
 def test_performer_is_stable_where_the_plain_exponent_underflows():
