@@ -255,3 +255,19 @@ def test_unreadable_checkpoint_restarts_the_run(tmp_path):
     notes: list[str] = []
     assert _checkpoint_state(last, notes) == (None, None)
     assert notes and "restarting this run from scratch" in notes[0]
+
+
+def test_pause_and_start_decisions_of_the_time_budget():
+    from yolo_attn.bench.scheduler import start_fits
+    from yolo_attn.bench.trainrun import SAFETY, pause_reason
+
+    assert pause_reason(0.0, None, [50.0], None, 9, None) is None  # no budget, no limit
+    assert pause_reason(0.0, 100.0, [], None, 0, None) is None  # nothing known yet: train (the hard stop guards)
+    assert pause_reason(0.0, 100.0, [], 90.0, 0, None) is not None  # the study's estimate says it will not fit
+    assert pause_reason(0.0, 100.0, [10.0, 90.0, 20.0], None, 3, None) is not None  # slowest recent epoch counts
+    assert pause_reason(0.0, 100.0, [90.0, 10.0, 20.0, 30.0], None, 3, None) is None  # only the last 3
+    assert pause_reason(0.0, 100.0, [], 100.0 / SAFETY - 1, 0, None) is None
+    assert pause_reason(0.0, None, [], None, 2, 2) == "epochs_per_launch=2 reached"
+    assert pause_reason(0.0, None, [], None, 1, 2) is None
+    assert start_fits(0.0, None, 1e9, 1e9) and start_fits(0.0, 10.0, None, None)
+    assert start_fits(0.0, 90.0, 50.0, 40.0) is False and start_fits(0.0, 90.0, 50.0, 30.0) is True

@@ -30,7 +30,7 @@ from typing import Any
 from .study import Recipe, StudyConfig, StudyError, append_ledger, pin_recipe, read_ledger, run_key
 from .trainrun import EXIT_DONE, EXIT_PAUSED, SAFETY
 
-__all__ = ["GRACE_S", "Launch", "run_study"]
+__all__ = ["GRACE_S", "Launch", "run_study", "start_fits"]
 
 GRACE_S = 20.0  # a worker still alive this long after the deadline is killed
 POLL_S = 0.5
@@ -120,6 +120,16 @@ def _estimates(study: Path) -> tuple[float | None, float | None]:
             epoch.append(statistics.median(secs))
         startup += [s["startup_s"] for s in prog.get("starts", []) if "startup_s" in s]
     return (max(epoch) if epoch else None), (max(startup) if startup else None)
+
+
+def start_fits(now: float, deadline: float | None, epoch_s: float | None, startup_s: float | None) -> bool:
+    """Whether a run started now can train at least one epoch before the deadline (unknown costs: yes).
+
+    Examples:
+        >>> start_fits(0.0, 90.0, epoch_s=60.0, startup_s=30.0)
+        False
+    """
+    return deadline is None or not epoch_s or now + (startup_s or 0.0) + SAFETY * epoch_s < deadline
 
 
 def _child_env(jobs: int) -> dict[str, str]:
@@ -245,7 +255,7 @@ def run_study(
                          "(resumes from its last completed epoch)")
                     _stop(r, signal.SIGTERM)
             epoch_est, startup_est = _estimates(study)
-            fits = not deadline or not epoch_est or now + (startup_est or 0) + SAFETY * epoch_est < deadline
+            fits = start_fits(now, deadline, epoch_est, startup_est)
             while pending and len(active) < launch.jobs and fits:
                 r = pending.pop(0)
                 _start(r, study, recipe, launch, deadline, epoch_est, env)

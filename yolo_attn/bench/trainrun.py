@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_DONE", "EXIT_PAUSED", "final_metrics", "main", "train_run"]
+__all__ = ["EXIT_DONE", "EXIT_PAUSED", "final_metrics", "main", "pause_reason", "train_run"]
 
 EXIT_DONE, EXIT_PAUSED = 0, 3
 SAFETY = 1.15  # predicted epoch time = slowest of the last 3 epochs x SAFETY
@@ -71,6 +71,39 @@ def final_metrics(results_csv: Path, epochs: int) -> dict[str, float] | None:
     if not final:
         return None
     return {k: float(final[-1][col]) for k, col in METRICS.items()}
+
+
+def pause_reason(
+    now: float,
+    deadline: float | None,
+    recent: list[float],
+    hint: float | None,
+    trained: int,
+    epochs_per_launch: int | None,
+) -> str | None:
+    """Why the worker should stop before the next epoch, or None to train it.
+
+    Args:
+        now: Current ``time.time()``.
+        deadline: Time by which the process must have stopped (None: no limit).
+        recent: Wall seconds of this run's recent epochs (any launch).
+        hint: Expected seconds per epoch when ``recent`` is empty (None: unknown, then the epoch is trained).
+        trained: Epochs trained by this process so far.
+        epochs_per_launch: Most epochs per process (None: no limit).
+
+    Returns:
+        A reason, or None.
+
+    Examples:
+        >>> pause_reason(100.0, 130.0, [20.0, 28.0], None, 2, None)
+        'the next epoch (~28 s) would end after the launch deadline'
+    """
+    if epochs_per_launch is not None and trained >= epochs_per_launch:
+        return f"epochs_per_launch={epochs_per_launch} reached"
+    expected = max(recent[-3:]) if recent else hint
+    if deadline is not None and expected and now + SAFETY * expected > deadline:
+        return f"the next epoch (~{expected:.0f} s) would end after the launch deadline"
+    return None
 
 
 def _checkpoint_state(last: Path, log: list[str]) -> tuple[Any, int | None]:
@@ -148,12 +181,10 @@ def train_run(
             progress["starts"][-1]["startup_s"] = round(now - t_start, 2)
             group = trainer.optimizer.param_groups[0]
             progress["optimizer"] = f"{type(trainer.optimizer).__name__} lr0={group.get('initial_lr', group['lr']):.4g}"
-        if epochs_per_launch is not None and state["trained"] >= epochs_per_launch:
-            raise _Pause(f"epochs_per_launch={epochs_per_launch} reached")
-        recent = [e["s"] for e in progress["epochs"][-3:]]
-        expected = max(recent) if recent else epoch_hint
-        if deadline and expected and now + SAFETY * expected > deadline:
-            raise _Pause(f"the next epoch (~{expected:.0f} s) would end after the launch's deadline")
+        reason = pause_reason(now, deadline, [e["s"] for e in progress["epochs"]], epoch_hint, state["trained"],
+                              epochs_per_launch)
+        if reason:
+            raise _Pause(reason)
         state["t0"] = now
 
     def after_epoch(trainer: Any) -> None:
