@@ -219,7 +219,7 @@ def write_report(
     goal = verdict.goal_check(summary)
     body = [report.markdown_table(table, cols), "",
             "mAP values in points (x100), mean ± sample std over seeds; d_vs_plain and 2SE in points.", "",
-            *verdict.interpretation(summary, goal, dataset), "", "## Runs", "",
+            *verdict.interpretation(summary, goal, dataset), "", "## Runs", "", *_in_progress(study, runs, recipe),
             report.markdown_table(runs, ["config", "seed", "map50_95", "map50", "epoch_s", "wall_min", "gpu_min",
                                          "launches", "device"]) if runs else "No finished runs yet."]
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +237,22 @@ def write_report(
             "CPU latency (ms)" if use_latency else "GFLOPs at 640 (latency not measured yet)",
             "mAP50-95 (mean ± std over seeds)")
     return summary
+
+
+def _in_progress(study: Path, runs: list[dict[str, str]], recipe: Recipe) -> list[str]:
+    """A line naming the started, unfinished runs and their epochs (empty when there are none)."""
+    import json
+
+    done = {r["run"] for r in runs}
+    left = []
+    for spec in sorted(study.glob("*/spec.json")):
+        if spec.parent.name not in done:
+            try:
+                epoch = json.loads((spec.parent / "progress.json").read_text()).get("epoch", 0)
+            except (OSError, ValueError):
+                epoch = 0
+            left.append(f"{spec.parent.name} {epoch}/{recipe.epochs}")
+    return [f"Unfinished (epochs done): {', '.join(left)}.", ""] if left else []
 
 
 def _pm(mean: float | None, std: float | None) -> str | None:

@@ -6,8 +6,8 @@ The worker reads ``RUN_DIR/spec.json`` (written by :mod:`yolo_attn.bench.schedul
 run stopped at any point loses at most the epoch in progress; a resumed run continues the same schedule (learning
 rate, mosaic closing, EMA, optimizer state), statistically equivalent to an uninterrupted one, not bit-identical.
 
-Before each epoch the worker checks whether the epoch can end before ``--deadline`` (its slowest recent epoch times
-1.15, or ``--epoch-hint`` before it has one) and whether ``--epochs-per-launch`` are done; if not, it stops with
+Before each epoch the worker checks whether the epoch can end before ``--deadline`` (the slowest of its last 3 epochs
+and last 3 start-to-start cycles, times 1.15, or ``--epoch-hint`` before it has one) and whether ``--epochs-per-launch`` are done; if not, it stops with
 exit status 3 (paused) and the next launch resumes. After each epoch it records the epoch's wall time in
 ``progress.json``; at the end it writes ``result.json`` with the final epoch's validation metrics (read from
 ultralytics' ``results.csv``: the last epoch's EMA model, not the best epoch, so no epoch is selected on val).
@@ -86,7 +86,7 @@ def pause_reason(
     Args:
         now: Current ``time.time()``.
         deadline: Time by which the process must have stopped (None: no limit).
-        recent: Wall seconds of this run's recent epochs (any launch).
+        recent: Wall seconds of this run's recent epochs (the slowest of them counts).
         hint: Expected seconds per epoch when ``recent`` is empty (None: unknown, then the epoch is trained).
         trained: Epochs trained by this process so far.
         epochs_per_launch: Most epochs per process (None: no limit).
@@ -100,7 +100,7 @@ def pause_reason(
     """
     if epochs_per_launch is not None and trained >= epochs_per_launch:
         return f"epochs_per_launch={epochs_per_launch} reached"
-    expected = max(recent[-3:]) if recent else hint
+    expected = max(recent) if recent else hint
     if deadline is not None and expected and now + SAFETY * expected > deadline:
         return f"the next epoch (~{expected:.0f} s) would end after the launch deadline"
     return None
@@ -172,7 +172,7 @@ def train_run(
         yolo = YOLO(spec["model"])
     progress = _read_json(run / "progress.json", {"epoch": 0, "epochs": [], "starts": []})
     progress["starts"].append({"launch": launch, "resumed_from": done or 0})
-    state: dict[str, Any] = {"t0": None, "trained": 0, "started": False}
+    state: dict[str, Any] = {"t0": None, "t_prev": None, "cycles": [], "trained": 0, "started": False}
 
     def before_epoch(trainer: Any) -> None:
         now = time.time()
@@ -181,11 +181,13 @@ def train_run(
             progress["starts"][-1]["startup_s"] = round(now - t_start, 2)
             group = trainer.optimizer.param_groups[0]
             progress["optimizer"] = f"{type(trainer.optimizer).__name__} lr0={group.get('initial_lr', group['lr']):.4g}"
-        reason = pause_reason(now, deadline, [e["s"] for e in progress["epochs"]], epoch_hint, state["trained"],
-                              epochs_per_launch)
+        if state["t_prev"] is not None:  # start to start: the epoch plus what ultralytics does between epochs
+            state["cycles"].append(now - state["t_prev"])
+        recent = [e["s"] for e in progress["epochs"][-3:]] + state["cycles"][-3:]
+        reason = pause_reason(now, deadline, recent, epoch_hint, state["trained"], epochs_per_launch)
         if reason:
             raise _Pause(reason)
-        state["t0"] = now
+        state["t0"] = state["t_prev"] = now
 
     def after_epoch(trainer: Any) -> None:
         if state["t0"] is None:  # final_eval calls this hook again after training
