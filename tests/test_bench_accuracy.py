@@ -271,3 +271,13 @@ def test_pause_and_start_decisions_of_the_time_budget():
     assert pause_reason(0.0, None, [], None, 1, 2) is None
     assert start_fits(0.0, None, 1e9, 1e9) and start_fits(0.0, 10.0, None, None)
     assert start_fits(0.0, 90.0, 50.0, 40.0) is False and start_fits(0.0, 90.0, 50.0, 30.0) is True
+
+
+def test_a_run_trained_elsewhere_is_not_started_twice(tmp_path):
+    from yolo_attn.bench.trainrun import EXIT_BUSY, _lock, train_run
+
+    held = _lock(tmp_path)
+    assert held is not None
+    assert train_run(tmp_path) == EXIT_BUSY  # before reading spec.json: nothing of the run is touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+    held.close()

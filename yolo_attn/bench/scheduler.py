@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .study import Recipe, StudyConfig, StudyError, append_ledger, pin_recipe, read_ledger, run_key
-from .trainrun import EXIT_DONE, EXIT_PAUSED, SAFETY
+from .trainrun import EXIT_BUSY, EXIT_DONE, EXIT_PAUSED, SAFETY
 
 __all__ = ["GRACE_S", "Launch", "run_study", "start_fits"]
 
@@ -297,7 +297,9 @@ def _start(r: _Run, study: Path, recipe: Recipe, launch: Launch, deadline: float
     log = (r.dir / "train.log").open("a")
     log.write(f"\n=== launch {r.account['launches']} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
     log.flush()
-    r.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # own process group (a hard stop reaches its dataloader workers), same session (dies with the launch)
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    r.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, **group)
     log.close()
     resumed = (r.dir / "weights" / "last.pt").is_file()
     _say(f"{r.key}: {'resumed' if resumed else 'started'} (launch {r.account['launches']})")
@@ -316,6 +318,8 @@ def _reap(r: _Run, study: Path, recipe: Recipe, launch: Launch) -> list[dict[str
         return [row]
     if code == EXIT_PAUSED:
         _say(f"{r.key}: paused after epoch {epoch}/{recipe.epochs} (resumes next launch)")
+    elif code == EXIT_BUSY:
+        _say(f"{r.key}: still trained by a process of an earlier launch; left to it")
     else:
         tail = ""
         log = r.dir / "train.log"

@@ -12,7 +12,10 @@ exit status 3 (paused) and the next launch resumes. After each epoch it records 
 ``progress.json``; at the end it writes ``result.json`` with the final epoch's validation metrics (read from
 ultralytics' ``results.csv``: the last epoch's EMA model, not the best epoch, so no epoch is selected on val).
 
-Exit status: 0 finished, 3 paused, other values failed (the log is ``RUN_DIR/train.log``).
+A worker holds an exclusive lock on ``RUN_DIR/.lock`` while it runs (a second worker on the same run exits with
+status 4), and pauses at the next epoch start when the process that launched it is gone.
+
+Exit status: 0 finished, 3 paused, 4 run busy in another process, other values failed (log: ``RUN_DIR/train.log``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_DONE", "EXIT_PAUSED", "final_metrics", "main", "pause_reason", "train_run"]
+__all__ = ["EXIT_BUSY", "EXIT_DONE", "EXIT_PAUSED", "final_metrics", "main", "pause_reason", "train_run"]
 
-EXIT_DONE, EXIT_PAUSED = 0, 3
+EXIT_DONE, EXIT_PAUSED, EXIT_BUSY = 0, 3, 4
 SAFETY = 1.15  # predicted epoch time = slowest of the last 3 epochs x SAFETY
 RESUME_ARGS = ("data", "device", "workers", "cache")  # what a resume may change (machine-specific)
 METRICS = {"map50_95": "metrics/mAP50-95(B)", "map50": "metrics/mAP50(B)",
@@ -123,6 +126,21 @@ def _checkpoint_state(last: Path, log: list[str]) -> tuple[Any, int | None]:
     return yolo, int(ckpt["epoch"]) + 1
 
 
+def _lock(run: Path) -> Any:
+    """An open file holding an exclusive lock on ``run/.lock`` (released when the process ends), or None if taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover  (not POSIX: no protection against a second worker)
+        return True
+    f = (run / ".lock").open("a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
 def _start_fresh(run: Path) -> None:
     shutil.rmtree(run / "weights", ignore_errors=True)
     for name in ("results.csv", "progress.json", "result.json"):
@@ -156,6 +174,11 @@ def train_run(
 
     t_start = time.time()
     run = Path(run_dir).resolve()
+    lock = _lock(run)
+    if lock is None:
+        print(f"yolo-attn trainrun: {run.name} is being trained by another process; not started", flush=True)
+        return EXIT_BUSY
+    parent = os.getppid()
     spec = json.loads((run / "spec.json").read_text())
     epochs = int(spec["train"]["epochs"])
     notes: list[str] = []
@@ -185,6 +208,8 @@ def train_run(
             state["cycles"].append(now - state["t_prev"])
         recent = [e["s"] for e in progress["epochs"][-3:]] + state["cycles"][-3:]
         reason = pause_reason(now, deadline, recent, epoch_hint, state["trained"], epochs_per_launch)
+        if os.getppid() != parent:
+            reason = "the process that launched this run is gone"
         if reason:
             raise _Pause(reason)
         state["t0"] = state["t_prev"] = now
