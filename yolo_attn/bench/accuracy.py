@@ -28,7 +28,7 @@ from . import models as M
 from . import report, verdict
 from .scheduler import Launch, run_study
 from .study import (
-    LEDGER_COLUMNS, Recipe, StudyConfig, StudyError, dataset_name, pack_state, parse_seeds, read_ledger,
+    LEDGER_COLUMNS, Recipe, StudyConfig, StudyError, dataset_name, pack_state, parse_seeds, pin_recipe, read_ledger,
     resolve_configs, roles, unpack_state,
 )
 
@@ -318,6 +318,7 @@ def run_accuracy_benchmark(
     if restore is not None:
         n = unpack_state(restore, study)
         print(f"bench accuracy: restored {n} file(s) into {study}", flush=True)
+    pin_recipe(study, recipe)  # every part reads and reports the study with the recipe it was trained with
     result: list[dict[str, Any]] = []
     if "train" in todo:
         result = run_study(study, chosen, seed_list, recipe, launch)

@@ -299,7 +299,7 @@ def _start(r: _Run, study: Path, recipe: Recipe, launch: Launch, deadline: float
     log.flush()
     # own process group (a hard stop reaches its dataloader workers), same session (dies with the launch)
     group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
-    r.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, **group)
+    r.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, **group)
     log.close()
     resumed = (r.dir / "weights" / "last.pt").is_file()
     _say(f"{r.key}: {'resumed' if resumed else 'started'} (launch {r.account['launches']})")
