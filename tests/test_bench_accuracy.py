@@ -164,7 +164,7 @@ def test_report_error_bars_and_goal_met(tmp_path, shapes_data, monkeypatch):
         assert mean == pytest.approx(statistics.fmean(maps)) and std == pytest.approx(statistics.stdev(maps))
     assert seen["yolov5n-local"][0] == 48.0  # plotted against the measured latency
     assert "Beats plain beyond noise: `yolov5n-local` (+3.17 points" in md and "1.20x plain's CPU latency" in md
-    assert "### Goal check: MET" in md and "Best candidate: `yolov5n-local`" in md
+    assert "### Goal check: MET" in md and "Best candidate: `yolov5n-local`" in md and "Next: try" not in md
     window = next(line for line in md.splitlines() if line.startswith("| yolov5n-window |"))
     assert window.startswith("| yolov5n-window | attention | 3 | 31.50 ± 1.32 |")
     assert window.split(" | ")[7] == "no"  # beyond_noise: +0.50 points is within 2SE
@@ -181,6 +181,7 @@ def test_report_says_plainly_when_nothing_beats_plain(tmp_path, shapes_data, mon
     two_se = 2 * math.sqrt(sum(statistics.variance(v) / len(v) for v in values.values()))
     assert f"The largest difference is `yolov5n-local` (+0.17 points, 2SE {100 * two_se:.2f})" in md
     assert "### Goal check: NOT MET" in md and "| gain over plain >= 1.0 mAP50-95 point | +0.17 points | no |" in md
+    assert "Next: try the change these numbers point to (placement P3/P4/P5" in md
     assert "latency: not measured yet (part=latency)" in md and "| CPU latency <= 1.25x plain | n/a | unknown |" in md
     assert seen["yolov5n"][0] == pytest.approx(7.5 + len("yolov5n") / 10)  # plotted against GFLOPs meanwhile
 

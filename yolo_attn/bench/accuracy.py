@@ -220,8 +220,9 @@ def write_report(
     body = [report.markdown_table(table, cols), "",
             "mAP values in points (x100), mean ± sample std over seeds; d_vs_plain and 2SE in points.", "",
             *verdict.interpretation(summary, goal, dataset), "", "## Runs", "", *_in_progress(study, runs, recipe),
-            report.markdown_table(runs, ["config", "seed", "map50_95", "map50", "epoch_s", "wall_min", "gpu_min",
-                                         "launches", "device"]) if runs else "No finished runs yet."]
+            report.markdown_table([{k: _number(v) for k, v in r.items()} for r in runs],
+                                  ["config", "seed", "map50_95", "map50", "epoch_s", "wall_min", "gpu_min",
+                                   "launches", "device"]) if runs else "No finished runs yet."]
     out.mkdir(parents=True, exist_ok=True)
     paragraphs = [line for note in notes for line in (note, "")]
     (out / f"{name}.md").write_text("\n".join([f"# Accuracy vs cost on {dataset}", "", *paragraphs, *body, ""]))
@@ -253,6 +254,11 @@ def _in_progress(study: Path, runs: list[dict[str, str]], recipe: Recipe) -> lis
                 epoch = 0
             left.append(f"{spec.parent.name} {epoch}/{recipe.epochs}")
     return [f"Unfinished (epochs done): {', '.join(left)}.", ""] if left else []
+
+
+def _number(text: str) -> Any:
+    """A ledger cell as a float when it is a decimal number (so tables round it), else unchanged."""
+    return float(text) if re.fullmatch(r"-?\d+\.\d*(e-?\d+)?", str(text)) else text
 
 
 def _pm(mean: float | None, std: float | None) -> str | None:

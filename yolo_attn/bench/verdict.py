@@ -198,6 +198,8 @@ def interpretation(summary: Sequence[Mapping[str, Any]], goal: Mapping[str, Any]
             lines.append("Some configs have a single run: their noise is unknown (give at least 2 seeds).")
         lines.append(f"**No attention config beats plain yolov5n beyond noise on {dataset} with this schedule.**"
                      + (f" The largest difference is {say(top)}." if top else ""))
+        lines.append("Next: try the change these numbers point to (placement P3/P4/P5, window size, heads, positional "
+                     "encoding, initialisation) as a new config in the same study, and report that run too.")
     peers_better = [r for r in better if r["role"] == "peer"]
     if peers_better:
         lines.append("Peers beating plain beyond noise: " + "; ".join(say(r) for r in peers_better) + ".")
