@@ -194,6 +194,7 @@ def write_report(
     devices = sorted({r["device"] for r in runs if r.get("device")})
     optimizers = sorted({r["optimizer"] for r in runs if r.get("optimizer")})
     share = [float(r["concurrency"]) for r in runs if r.get("concurrency")]
+    gpu_total = sum(float(r["gpu_min"]) for r in runs if r.get("gpu_min"))
     notes = report.header_notes(_portable(command)) + [
         f"Dataset: {dataset} (data YAML `{Path(recipe.data).name}` in folder `{Path(recipe.data).parent.name}`; "
         "see the dataset's PROVENANCE.txt for source and licence).",
@@ -203,7 +204,8 @@ def write_report(
         "seeds as listed. "
         "mAP: validation of the final epoch's EMA weights (no best-epoch selection).",
         f"Training: {', '.join(devices) or 'n/a'}; runs training at once on the device, averaged over each run's "
-        f"life: {f'{min(share):.1f} to {max(share):.1f}' if share else 'n/a'}. GPU-min per run = wall time x the "
+        f"life: {f'{min(share):.1f} to {max(share):.1f}' if share else 'n/a'}; {gpu_total:.1f} GPU-min for the "
+        f"{len(runs)} finished run(s). GPU-min per run = wall time x the "
         f"share of the device held (1 / runs training at that moment); epoch_s = median wall seconds per epoch. "
         f"{lat_note}. GFLOPs at 640x640 with attention matmuls.",
     ]
