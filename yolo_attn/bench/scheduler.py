@@ -232,8 +232,8 @@ def run_study(
         return added
     budget_s = launch.time_budget * 60 if launch.time_budget else None
     deadline = t0 + budget_s - min(45.0, 0.1 * budget_s) if budget_s else None
-    if any(not (r.dir / "weights" / "last.pt").is_file() for r in runs):
-        _warm_label_cache(recipe.data)
+    if launch.jobs > 1 and any(not (r.dir / "weights" / "last.pt").is_file() for r in runs):
+        _warm_label_cache(recipe.data)  # ultralytics writes labels/*.cache next to the data, as any training does
     env = _child_env(launch.jobs)
     pending, active = list(runs), []
     last_tick = last_save = time.time()
