@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -276,6 +277,12 @@ def run_study(
             _stop(r, signal.SIGTERM)
             _write_json(r.dir / "study.json", r.account)
         raise
+    exits = [_read_json(r.dir / "study.json", {}).get("last_exit") for r in runs if r.proc is not None]
+    ledger = {(r["config"], r["seed"]) for r in read_ledger(study)}
+    n_done = sum((c.name, str(s)) in ledger for s in seeds for c in configs)
+    _say(f"launch over after {(time.time() - t0) / 60:.1f} min: {len(added)} run(s) finished, "
+         f"{exits.count(EXIT_PAUSED)} paused, {sum(e not in (EXIT_DONE, EXIT_PAUSED) for e in exits)} failed or "
+         f"busy, {sum(r.proc is None for r in runs)} not started; {n_done} of {len(configs) * len(seeds)} done")
     return added
 
 
@@ -325,7 +332,8 @@ def _reap(r: _Run, study: Path, recipe: Recipe, launch: Launch) -> list[dict[str
         log = r.dir / "train.log"
         if log.is_file():
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-            tail = lines[-1][:200] if lines else ""
+            errors = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception)\b", ln)]
+            tail = (errors or lines or [""])[-1][:200]
         _say(f"{r.key}: stopped with exit status {code} after epoch {epoch}/{recipe.epochs}: {tail} "
              f"(log: {r.key}/train.log; the next launch retries it)")
     return []
