@@ -59,7 +59,7 @@ def test_study_appends_one_row_per_run(study):
         assert r["epochs"] == "1" and r["launches"] == "1" and r["device"] == "cpu" and r["dataset"] == "shapes"
         assert float(r["gpu_min"]) > 0 and float(r["wall_min"]) >= float(r["gpu_min"])  # 2 runs shared the CPU
         assert 1.0 <= float(r["concurrency"]) <= 2.0 + 1e-6
-        assert float(r["epoch_s"]) > 0 and r["optimizer"]
+        assert float(r["epoch_s"]) > 0 and r["optimizer"] and r["software"].startswith("python ")
         run = study["runs"] / r["run"]
         assert (run / "weights" / "last.pt").is_file() and json.loads((run / "result.json").read_text())
     rows = _csv(study["out"] / "acc.csv")
@@ -85,6 +85,7 @@ def test_report_files_name_no_absolute_paths(study):
     md = (study["out"] / "acc.md").read_text()
     assert "Command: `yolo-attn bench accuracy" in md and "torch" in md and "Dataset: shapes" in md
     assert "## Interpretation" in md and "Goal check" in md and "| yolov5n-local |" in md
+    assert "Training command(s): `yolo-attn bench accuracy configs=plain,local seeds=0,1" in md
     _no_absolute_paths(md, study["tmp"])
     _no_absolute_paths((study["out"] / "acc.csv").read_text(), study["tmp"])
     png = (study["out"] / "acc.png").read_bytes()

@@ -192,6 +192,8 @@ def write_report(
                      f"{c.get('threads')} threads, median of {c.get('repeats')} interleaved rounds"
                      for c in costs.values() if c.get("latency_ms")), "latency: not measured yet (part=latency)")
     devices = sorted({r["device"] for r in runs if r.get("device")})
+    software = sorted({r["software"] for r in runs if r.get("software")})
+    trained_by = (study / "commands.txt").read_text().split("\n") if (study / "commands.txt").is_file() else []
     optimizers = sorted({r["optimizer"] for r in runs if r.get("optimizer")})
     share = [float(r["concurrency"]) for r in runs if r.get("concurrency")]
     gpu_total = sum(float(r["gpu_min"]) for r in runs if r.get("gpu_min"))
@@ -203,7 +205,9 @@ def write_report(
         f"ultralytics' default hyperparameters (optimizer auto: {', '.join(optimizers) or 'n/a'}), deterministic, "
         "seeds as listed. "
         "mAP: validation of the final epoch's EMA weights (no best-epoch selection).",
-        f"Training: {', '.join(devices) or 'n/a'}; runs training at once on the device, averaged over each run's "
+        "Training command(s): " + ("; ".join(f"`{c}`" for c in trained_by if c) or "n/a") + ".",
+        f"Training: {', '.join(devices) or 'n/a'} ({'; '.join(software) or 'n/a'}); runs training at once on the "
+        "device, averaged over each run's "
         f"life: {f'{min(share):.1f} to {max(share):.1f}' if share else 'n/a'}; {gpu_total:.1f} GPU-min for the "
         f"{len(runs)} finished run(s). GPU-min per run = wall time x the "
         f"share of the device held (1 / runs training at that moment); epoch_s = median wall seconds per epoch. "
@@ -240,6 +244,18 @@ def write_report(
             "CPU latency (ms)" if use_latency else "GFLOPs at 640 (latency not measured yet)",
             "mAP50-95 (mean ± std over seeds)")
     return summary
+
+
+def _record_command(study: Path, command: str) -> None:
+    """Add this launch's command line (absolute paths shortened) to ``commands.txt`` unless it is there already."""
+    if not command:
+        return
+    path = study / "commands.txt"
+    have = path.read_text().splitlines() if path.is_file() else []
+    line = _portable(command)
+    if line not in have:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join([*have, line]) + "\n")
 
 
 def _in_progress(study: Path, runs: list[dict[str, str]], recipe: Recipe) -> list[str]:
@@ -329,6 +345,7 @@ def run_accuracy_benchmark(
     pin_recipe(study, recipe)  # every part reads and reports the study with the recipe it was trained with
     result: list[dict[str, Any]] = []
     if "train" in todo:
+        _record_command(study, command)
         result = run_study(study, chosen, seed_list, recipe, launch)
     if "latency" in todo:
         result = measure_costs(study, chosen, recipe.data, timing, recipe.imgsz)

@@ -174,7 +174,8 @@ def _row(run: _Run, recipe: Recipe, jobs: int) -> dict[str, Any]:
         "wall_min": round(wall / 60, 3), "gpu_min": round(gpu / 60, 3),
         "concurrency": round(wall / gpu, 2) if gpu else None, "launches": run.account.get("launches", 0),
         "optimizer": prog.get("optimizer"),
-        "device": res.get("device"), "dataset": recipe.pinned()["dataset"], "run": run.key,
+        "device": res.get("device"), "software": res.get("software"), "dataset": recipe.pinned()["dataset"],
+        "run": run.key,
         "finished": res.get("finished"),
     }
 

@@ -5,6 +5,7 @@ A study lives in one folder (``runs/accuracy-<dataset>`` by default)::
     study.yaml             the recipe every run shares (dataset, epochs, imgsz, batch, ...), pinned at the first launch
     runs.csv               the ledger: one row appended per finished (config, seed) run; a re-launch skips these
     cost.csv               params, GFLOPs at 640 and interleaved CPU latency per config (``part=latency``)
+    commands.txt           the command line of every launch that trained (for the report)
     models/*.yaml          the peers (ultralytics' C3TR, A2C2f spliced into YOLOv5n) as YAML for the trainer
     <config>-s<seed>/      one ultralytics run folder per (config, seed): weights/last.pt, results.csv, plus
                            spec.json (what the worker trains), study.json (time accounting, written by the scheduler),
@@ -50,7 +51,7 @@ __all__ = [
 #: Columns of the ledger, in order (one row per finished run).
 LEDGER_COLUMNS = (
     "config", "seed", "map50_95", "map50", "precision", "recall", "epochs", "imgsz", "batch", "epoch_s",
-    "wall_min", "gpu_min", "concurrency", "launches", "optimizer", "device", "dataset", "run", "finished",
+    "wall_min", "gpu_min", "concurrency", "launches", "optimizer", "device", "software", "dataset", "run", "finished",
 )
 PLAIN = "yolov5n"
 PEER_SUFFIX = "-ultralytics"
@@ -313,7 +314,7 @@ _SMALL_RUN_FILES = ("spec.json", "study.json", "progress.json", "result.json", "
 def _state_files(study: Path) -> tuple[list[Path], list[Path]]:
     """(small files, last.pt of unfinished runs ordered most-advanced first), relative to the study's parent."""
     done = {run_key(r["config"], int(r["seed"])) for r in read_ledger(study) if r.get("seed", "").isdigit()}
-    small = [p for p in (study / "study.yaml", study / "runs.csv", study / "cost.csv") if p.is_file()]
+    small = [study / f for f in ("study.yaml", "runs.csv", "cost.csv", "commands.txt") if (study / f).is_file()]
     small += sorted((study / "models").glob("*.yaml"))
     weights = []
     for run in sorted(p for p in study.iterdir() if (p / "spec.json").is_file()):

@@ -6,9 +6,9 @@ The worker reads ``RUN_DIR/spec.json`` (written by :mod:`yolo_attn.bench.schedul
 run stopped at any point loses at most the epoch in progress; a resumed run continues the same schedule (learning
 rate, mosaic closing, EMA, optimizer state), statistically equivalent to an uninterrupted one, not bit-identical.
 
-Before each epoch the worker checks whether the epoch can end before ``--deadline`` (the slowest of its last 3 epochs
-and last 3 start-to-start cycles, times 1.15, or ``--epoch-hint`` before it has one) and whether ``--epochs-per-launch`` are done; if not, it stops with
-exit status 3 (paused) and the next launch resumes. After each epoch it records the epoch's wall time in
+Before each epoch the worker checks whether the epoch can end before ``--deadline`` (the slowest of its last 3
+epochs and last 3 start-to-start cycles, times 1.15, or ``--epoch-hint`` before it has one) and whether
+``--epochs-per-launch`` are done; if not, it stops with exit status 3 (paused) and the next launch resumes. After each epoch it records the epoch's wall time in
 ``progress.json``; at the end it writes ``result.json`` with the final epoch's validation metrics (read from
 ultralytics' ``results.csv``: the last epoch's EMA model, not the best epoch, so no epoch is selected on val).
 
@@ -255,8 +255,13 @@ def _finish(run: Path, metrics: dict[str, float], spec: dict, yolo: Any) -> int:
         name = device.type
     else:
         name = str(spec.get("device") or "")
+    import platform
+
+    import ultralytics
+
+    software = f"python {platform.python_version()}, torch {torch.__version__}, ultralytics {ultralytics.__version__}"
     _write_json(run / "result.json", {**metrics, "epochs": int(spec["train"]["epochs"]), "device": name,
-                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                       "software": software, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print(f"yolo-attn trainrun: {run.name} finished: mAP50-95 {metrics['map50_95']:.4f}", flush=True)
     return EXIT_DONE
 
