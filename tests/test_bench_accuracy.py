@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from yolo_attn.bench import report
-from yolo_attn.bench.study import (
-    LEDGER_COLUMNS, Recipe, StudyError, append_ledger, pack_state, pin_recipe, read_ledger, unpack_state,
-)
+from yolo_attn.bench.state import pack_state, unpack_state
+from yolo_attn.bench.study import LEDGER_COLUMNS, Recipe, StudyError, append_ledger, pin_recipe, read_ledger
 from yolo_attn.bench.trainrun import _checkpoint_state
 from yolo_attn.cli import entrypoint
 
