@@ -127,7 +127,8 @@ def _ledger(study_dir: Path, values: dict[str, list[float]]) -> None:
     for config, maps in values.items():
         for seed, m in enumerate(maps):
             append_ledger(study_dir, {"config": config, "seed": seed, "map50_95": m, "map50": m + 0.2, "epochs": 60,
-                                      "gpu_min": 1.0, "epoch_s": 2.0, "device": "NVIDIA H100", "run": f"{config}-s{seed}"})
+                                      "gpu_min": 1.0, "epoch_s": 2.0, "device": "NVIDIA H100",
+                                      "run": f"{config}-s{seed}"})
 
 
 def _costs(study_dir: Path, latency: dict[str, float | None]) -> None:

@@ -214,6 +214,9 @@ def run_study(
 
     Raises:
         StudyError: When the folder was started with another recipe.
+
+    Examples:
+        >>> rows = run_study("runs/s", resolve_configs(["plain"]), [0], Recipe("d.yaml"), Launch())  # doctest: +SKIP
     """
     t0 = time.time()
     study = Path(study_dir).resolve()

@@ -106,6 +106,10 @@ def unpack_state(src: str | Path, study_dir: str | Path) -> int:
 
     Returns:
         Number of files written.
+
+    Examples:
+        >>> unpack_state("state_parts", "runs/accuracy-highway")  # doctest: +SKIP
+        7
     """
     parts = sorted(Path(src).glob("state.tar.[0-9][0-9][0-9]"))
     if not parts:

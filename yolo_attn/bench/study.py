@@ -102,6 +102,10 @@ def available_configs() -> dict[str, StudyConfig]:
 
     Returns:
         ``{alias: StudyConfig}``, plain first, then the shipped configs by name, then the peers.
+
+    Examples:
+        >>> list(available_configs())[:2]
+        ['plain', 'axial']
     """
     from ..integration import CONFIG_DIR
     from .peers import peer_configs
@@ -246,6 +250,9 @@ def pin_recipe(study_dir: Path, recipe: Recipe) -> None:
 
     Raises:
         StudyError: When the folder was started with another recipe (nothing is changed then).
+
+    Examples:
+        >>> pin_recipe(Path("runs/accuracy-shapes"), Recipe("data/shapes.yaml"))  # doctest: +SKIP
     """
     path = Path(study_dir) / "study.yaml"
     want = recipe.pinned()
@@ -262,13 +269,23 @@ def pin_recipe(study_dir: Path, recipe: Recipe) -> None:
 
 
 def run_key(config: str, seed: int) -> str:
-    """Run-folder name of one (config, seed): ``yolov5n-local-s0``."""
+    """Run-folder name of one (config, seed): ``yolov5n-local-s0``.
+
+    Examples:
+        >>> run_key("yolov5n-local", 2)
+        'yolov5n-local-s2'
+    """
     return f"{config}-s{seed}"
 
 
 # ------------------------------------------------------------------------------------------------------------ ledger
 def read_ledger(study_dir: str | Path) -> list[dict[str, str]]:
-    """Rows of ``runs.csv`` (finished runs) as strings; empty when there is none; a repeated run keeps its first row."""
+    """Rows of ``runs.csv`` (finished runs) as strings; empty when there is none; a repeated run keeps its first row.
+
+    Examples:
+        >>> [r["config"] for r in read_ledger("runs/accuracy-shapes")]  # doctest: +SKIP
+        ['yolov5n', 'yolov5n-local']
+    """
     path = Path(study_dir) / "runs.csv"
     if not path.is_file():
         return []
@@ -289,6 +306,9 @@ def append_ledger(study_dir: str | Path, row: Mapping[str, Any]) -> None:
     Args:
         study_dir: The study folder.
         row: Values for :data:`LEDGER_COLUMNS` (others are ignored, missing ones left empty).
+
+    Examples:
+        >>> append_ledger("runs/accuracy-shapes", {"config": "yolov5n", "seed": 0, "map50_95": 0.3})  # doctest: +SKIP
     """
     path = Path(study_dir) / "runs.csv"
     new = not path.is_file() or path.stat().st_size == 0
@@ -301,5 +321,10 @@ def append_ledger(study_dir: str | Path, row: Mapping[str, Any]) -> None:
 
 
 def roles(names: Sequence[str]) -> dict[str, str]:
-    """Role of each row name (``plain``, ``peer`` or ``attention``), also for names no longer shipped."""
+    """Role of each row name (``plain``, ``peer`` or ``attention``), also for names no longer shipped.
+
+    Examples:
+        >>> roles(["yolov5n", "yolov5n-local", "yolov5n-A2C2f-ultralytics"])
+        {'yolov5n': 'plain', 'yolov5n-local': 'attention', 'yolov5n-A2C2f-ultralytics': 'peer'}
+    """
     return {n: "plain" if n == PLAIN else "peer" if n.endswith(PEER_SUFFIX) else "attention" for n in names}

@@ -66,7 +66,12 @@ def _build(config: StudyConfig, nc: int) -> Any:
 
 
 def read_costs(study: Path) -> dict[str, dict[str, str]]:
-    """Rows of ``<study>/cost.csv`` by config (empty when there is none)."""
+    """Rows of ``<study>/cost.csv`` by config (empty when there is none).
+
+    Examples:
+        >>> read_costs(Path("runs/accuracy-shapes"))["yolov5n"]["latency_ms"]  # doctest: +SKIP
+        '40.2'
+    """
     path = study / "cost.csv"
     if not path.is_file():
         return {}
@@ -87,6 +92,9 @@ def measure_costs(study_dir: str | Path, configs: Sequence[StudyConfig], data: s
 
     Returns:
         The measured rows.
+
+    Examples:
+        >>> rows = measure_costs("runs/s", resolve_configs(["plain"]), "data.yaml", Timing(), 320)  # doctest: +SKIP
     """
     nc = _nc(data)
     nets = {c.name: _build(c, nc) for c in report.progress(configs, desc="bench accuracy: build")}
@@ -111,6 +119,10 @@ def count_costs(configs: Sequence[StudyConfig], data: str) -> dict[str, dict[str
 
     Returns:
         ``{config: {"params_M", "gflops_640"}}``.
+
+    Examples:
+        >>> count_costs(resolve_configs(["plain"]), "data.yaml")["yolov5n"]["params_M"]  # doctest: +SKIP
+        2.509
     """
     nc = _nc(data)
     out = {}

@@ -23,7 +23,12 @@ __all__ = ["portable_command", "record_command", "write_report"]
 
 
 def portable_command(command: str) -> str:
-    """The command with absolute path values shortened (no machine's folder layout in committed reports)."""
+    """The command with absolute path values shortened (no machine's folder layout in committed reports).
+
+    Examples:
+        >>> portable_command("yolo-attn bench accuracy data=/srv/data/highway-320/data.yaml")
+        "yolo-attn bench accuracy 'data=<...>/highway-320/data.yaml'"
+    """
     cwd = Path.cwd()
     words = []
     for w in shlex.split(command):
@@ -40,7 +45,11 @@ def portable_command(command: str) -> str:
 
 
 def record_command(study: Path, command: str) -> None:
-    """Add this launch's command line (absolute paths shortened) to ``commands.txt`` unless it is there already."""
+    """Add this launch's command line (absolute paths shortened) to ``commands.txt`` unless it is there already.
+
+    Examples:
+        >>> record_command(Path("runs/s"), "yolo-attn bench accuracy jobs=6")  # doctest: +SKIP
+    """
     if not command:
         return
     path = study / "commands.txt"
@@ -71,6 +80,9 @@ def write_report(
 
     Returns:
         The per-config summary rows (:func:`yolo_attn.bench.verdict.summarize`).
+
+    Examples:
+        >>> rows = write_report("runs/s", resolve_configs(["plain"]), Recipe("d.yaml"), "out", "acc")  # doctest: +SKIP
     """
     study, out = Path(study_dir), Path(out_dir)
     runs = read_ledger(study)

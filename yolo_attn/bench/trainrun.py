@@ -8,9 +8,10 @@ rate, mosaic closing, EMA, optimizer state), statistically equivalent to an unin
 
 Before each epoch the worker checks whether the epoch can end before ``--deadline`` (the slowest of its last 3
 epochs and last 3 start-to-start cycles, times 1.15, or ``--epoch-hint`` before it has one) and whether
-``--epochs-per-launch`` are done; if not, it stops with exit status 3 (paused) and the next launch resumes. After each epoch it records the epoch's wall time in
-``progress.json``; at the end it writes ``result.json`` with the final epoch's validation metrics (read from
-ultralytics' ``results.csv``: the last epoch's EMA model, not the best epoch, so no epoch is selected on val).
+``--epochs-per-launch`` are done; if not, it stops with exit status 3 (paused) and the next launch resumes. After
+each epoch it records the epoch's wall time in ``progress.json``; at the end it writes ``result.json`` with the
+final epoch's validation metrics (read from ultralytics' ``results.csv``: the last epoch's EMA model, not the best
+epoch, so no epoch is selected on val).
 
 A worker holds an exclusive lock on ``RUN_DIR/.lock`` while it runs (a second worker on the same run exits with
 status 4), and pauses at the next epoch start when the process that launched it is gone.
@@ -65,6 +66,10 @@ def final_metrics(results_csv: Path, epochs: int) -> dict[str, float] | None:
 
     Returns:
         ``{"map50_95", "map50", "precision", "recall"}`` or None.
+
+    Examples:
+        >>> final_metrics(Path("runs/s/yolov5n-s0/results.csv"), 60)["map50_95"]  # doctest: +SKIP
+        0.312
     """
     if not results_csv.is_file():
         return None
@@ -274,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         Exit status.
+
+    Examples:
+        >>> main(["runs/s/yolov5n-s0", "--epochs-per-launch", "1"])  # doctest: +SKIP
+        3
     """
     p = argparse.ArgumentParser(prog="python -m yolo_attn.bench.trainrun", description=__doc__.splitlines()[0])
     p.add_argument("run_dir")

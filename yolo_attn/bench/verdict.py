@@ -115,6 +115,10 @@ def goal_check(summary: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Returns:
         ``{"status": "met" | "not met" | "cannot tell", "best": config or None, "checks": [(criterion, value,
         "yes" | "no" | "unknown")], "reason": str}`` where ``checks`` are the best config's.
+
+    Examples:
+        >>> goal_check([])["status"]
+        'cannot tell'
     """
     plain = next((r for r in summary if r["role"] == "plain" and r["runs"]), None)
     ours = [r for r in summary if r["role"] == "attention" and r["runs"]]
@@ -170,6 +174,10 @@ def interpretation(summary: Sequence[Mapping[str, Any]], goal: Mapping[str, Any]
 
     Returns:
         Markdown lines (no trailing blank line).
+
+    Examples:
+        >>> interpretation([], goal_check([]), "highway-320")[-1]
+        'Plain yolov5n has no finished run yet: nothing can be compared.'
     """
     plain = next((r for r in summary if r["role"] == "plain" and r["runs"]), None)
     lines = ["## Interpretation", ""]
