@@ -1,4 +1,6 @@
-"""`yolo-attn bench attention|models|accuracy` at tiny sizes: the files are written and every number is finite.
+"""`yolo-attn bench attention|models` at tiny sizes: the files are written and every number is finite.
+
+`bench accuracy` has its own tests (tests/test_bench_accuracy.py).
 
 Timings are not checked (shared CI machines); every output goes under tmp_path.
 """
@@ -65,16 +67,6 @@ def test_bench_models_tiny(tmp_path):
     names = [r["model"] for r in rows]
     assert names == ["yolov5n-local", "yolov5n-C3TR (ultralytics)", "yolov5n-A2C2f (ultralytics)"]
     assert all(float(r["gflops"]) > 0 and float(r["params_M"]) > 0 for r in rows)
-
-
-def test_bench_accuracy_tiny(tmp_path, shapes_data):
-    out = tmp_path / "bench"
-    argv = ["bench", "accuracy", "configs=yolov5n-local.yaml", "seeds=0", "epochs=1", "imgsz=64", "batch=8",
-            "reps=1", f"data={shapes_data}", f"out={out}"]
-    assert entrypoint(argv) == 0
-    rows = _assert_outputs(out, "accuracy", ("map50_95", "map50", "latency_ms"))
-    assert [(r["config"], r["seed"]) for r in rows] == [("yolov5n-local", "0")]
-    assert (out / "accuracy_runs").is_dir()
 
 
 @pytest.mark.parametrize(

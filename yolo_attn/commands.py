@@ -6,7 +6,8 @@ are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the a
 
     yolo-attn bench attention [sizes=400,1600,6400,14400] [patterns=local,window,...] [reps=7] [flex=True] [out=benchmarks]
     yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [out=benchmarks]
-    yolo-attn bench accuracy [configs=yolov5n.yaml,...] [seeds=0,1,2] [epochs=30] [imgsz=320] [data=...]
+    yolo-attn bench accuracy [configs=plain,local,...] [seeds=0,1,2] [epochs=60] [imgsz=320] [data=...] [jobs=1]
+                             [time_budget=MIN] [part=train,latency,report] [runs=runs/NAME] [out=benchmarks]
     yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
     yolo-attn show pattern=local [window=3] [size=8x8] [point=x,y] [out=pattern_local.png] [any pattern option]
     yolo-attn show attention model=best.pt source=img.jpg point=x,y [imgsz=640] [out=attention.png]
@@ -96,14 +97,29 @@ def _bench_models(kv: dict[str, Any], command: str) -> Any:
 
 
 def _bench_accuracy(kv: dict[str, Any], command: str) -> Any:
-    from .bench.accuracy import DEFAULT_CONFIGS, run_accuracy_benchmark
+    from .bench.accuracy import Launch, Recipe, Timing, run_accuracy_benchmark
+    from .bench.study import StudyError
+    from .checks import WorkflowError
+    from .workflows import resolve_data
 
-    a = _take(kv, {"configs": ",".join(DEFAULT_CONFIGS), "seeds": "0,1,2", "data": None, "epochs": 30,
-                   "imgsz": 320, "batch": 16, "device": "cpu", "latency_imgsz": None, "reps": 10, "workers": 0,
-                   "out": "benchmarks"}, "bench accuracy")
-    return run_accuracy_benchmark(_list(a["configs"]), _list(a["seeds"], int), a["data"], int(a["epochs"]),
-                                  int(a["imgsz"]), int(a["batch"]), None if a["device"] is None else str(a["device"]),
-                                  a["latency_imgsz"], int(a["reps"]), int(a["workers"]), a["out"], command)
+    a = _take(kv, {"configs": None, "seeds": "0,1,2", "data": None, "epochs": 60, "imgsz": 320, "batch": 16,
+                   "val": False, "device": None, "jobs": 1, "workers": None, "cache": "ram", "time_budget": None,
+                   "epochs_per_launch": None, "part": "all", "name": None, "runs": None, "out": "benchmarks",
+                   "latency_imgsz": None, "reps": 10, "threads": 2, "restore": None, "pack": None,
+                   "pack_mb": 20},
+              "bench accuracy")
+    try:
+        recipe = Recipe(resolve_data(a["data"]), a["epochs"], a["imgsz"], a["batch"], bool(a["val"]))
+        launch = Launch(None if a["device"] is None else str(a["device"]), a["jobs"], a["workers"], a["cache"],
+                        a["time_budget"], a["epochs_per_launch"])
+        timing = Timing(a["latency_imgsz"], a["reps"], a["threads"])
+        if isinstance(a["pack_mb"], bool) or not isinstance(a["pack_mb"], (int, float)) or a["pack_mb"] <= 0:
+            raise CommandError(f"pack_mb={a['pack_mb']!r} must be a number of MiB > 0")
+        return run_accuracy_benchmark(_list(a["configs"]) or None, _list(a["seeds"]), recipe, launch, str(a["part"]),
+                                      a["runs"], a["out"], a["name"], timing, a["restore"], a["pack"],
+                                      float(a["pack_mb"]), command)
+    except (StudyError, WorkflowError) as e:  # StudyError: unknown config, bad seeds, jobs < 1, other recipe
+        raise CommandError(str(e)) from None
 
 
 BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy}

@@ -1,121 +1,117 @@
-"""``yolo-attn bench accuracy``: accuracy against latency, a fixed training schedule per config and several seeds.
+"""``yolo-attn bench accuracy``: a fair, resumable study of accuracy against cost, in parts.
 
-Each (config, seed) is trained with :class:`yolo_attn.YOLO` ``.train`` on the same data and schedule
-(runs under ``<out>/accuracy_runs/``); its final validation mAP50-95 is read from the trainer. The configs' CPU
-latencies are measured in one interleaved run (:func:`yolo_attn.bench.models.measure_latency`). Output: one CSV row
-per run, a markdown table of mean +- std per config, and a PNG of mAP50-95 against latency with the Pareto front.
+- ``train``: every (config, seed) trained with one recipe (:class:`~yolo_attn.bench.study.Recipe`), ``jobs`` at a
+  time on one device, resumable, within a time budget (:func:`yolo_attn.bench.scheduler.run_study`); one ledger row
+  per finished run in ``<runs>/runs.csv``.
+- ``latency``: parameters, GFLOPs at 640 (attention matmuls included) and CPU latency of every config, timed
+  interleaved (:mod:`yolo_attn.bench.study_costs`), into ``<runs>/cost.csv``. Separate from training so that a GPU
+  launch spends nothing on it and the latencies come from an otherwise idle CPU machine.
+- ``report``: ``<out>/<name>.csv``, ``.md``, ``.png`` (:mod:`yolo_attn.bench.study_report`).
+
+``restore=DIR`` / ``pack=DIR`` move a study between machines (:mod:`yolo_attn.bench.state`).
 """
 
 from __future__ import annotations
 
-import statistics
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import models as M
-from . import report
+from .scheduler import Launch, run_study
+from .state import pack_state, unpack_state
+from .study import Recipe, StudyError, dataset_name, parse_seeds, pin_recipe, resolve_configs
+from .study_costs import Timing, measure_costs
+from .study_report import record_command, write_report
 
-__all__ = ["DEFAULT_CONFIGS", "train_once", "run_accuracy_benchmark"]
+__all__ = ["PARTS", "Launch", "Recipe", "Timing", "parse_parts", "run_accuracy_benchmark"]
 
-#: Default comparison: plain YOLOv5n, full attention at P5 (C3TR slot) and the sparse neck patterns.
-DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-c3tr.yaml", "yolov5n-local.yaml", "yolov5n-window.yaml",
-                   "yolov5n-axial.yaml", "yolov5n-mixed.yaml")
+PARTS = ("train", "latency", "report")
 
 
-def train_once(cfg: str, data: str, seed: int, project: Path, **train_args: Any) -> dict[str, float]:
-    """Train one config with one seed and return its final validation metrics.
+def parse_parts(parts: str | Iterable[str]) -> list[str]:
+    """Check ``part=`` words (``all`` = train, latency, report); returned in execution order.
 
-    Args:
-        cfg: Config name (``yolov5n-local.yaml``) or path.
-        data: Data YAML (already resolved to local files).
-        seed: Training seed (``deterministic=True``).
-        project: Directory the ultralytics run is written under.
-        **train_args: ``epochs``, ``imgsz``, ``batch``, ``device``, ... passed to ``train``.
-
-    Returns:
-        ``{"map50_95": ..., "map50": ..., "run": run directory}``.
+    Examples:
+        >>> parse_parts("report,train")
+        ['train', 'report']
     """
-    from ..integration import YOLO
-
-    yolo = YOLO(cfg)
-    name = f"{Path(cfg).stem}-seed{seed}"
-    yolo.train(data=data, seed=seed, deterministic=True, project=str(project), name=name, exist_ok=True,
-               plots=False, verbose=False, **train_args)
-    metrics = yolo.trainer.metrics or {}
-    return {"map50_95": float(metrics.get("metrics/mAP50-95(B)", float("nan"))),
-            "map50": float(metrics.get("metrics/mAP50(B)", float("nan"))),
-            "run": str(yolo.trainer.save_dir)}
+    words = [p.strip().lower() for p in (parts.split(",") if isinstance(parts, str) else parts) if str(p).strip()]
+    if "all" in words:
+        words = [w for w in words if w != "all"] + list(PARTS)
+    bad = [w for w in words if w not in PARTS]
+    if bad or not words:
+        raise StudyError(f"part={','.join(words) or '(none)'}: allowed: {', '.join(PARTS)} or all (comma-separated)")
+    return [p for p in PARTS if p in words]
 
 
 def run_accuracy_benchmark(
-    configs: Iterable[str] = DEFAULT_CONFIGS,
-    seeds: Iterable[int] = (0, 1, 2),
-    data: str | Path | None = None,
-    epochs: int = 30,
-    imgsz: int = 320,
-    batch: int = 16,
-    device: str | None = "cpu",
-    latency_imgsz: int | None = None,
-    repeats: int = 10,
-    workers: int = 0,
+    configs: Iterable[str] | None = None,
+    seeds: Iterable[int | str] = (0, 1, 2),
+    recipe: Recipe | None = None,
+    launch: Launch | None = None,
+    parts: str | Iterable[str] = PARTS,
+    study_dir: str | Path | None = None,
     out_dir: str | Path = "benchmarks",
+    name: str | None = None,
+    timing: Timing | None = None,
+    restore: str | Path | None = None,
+    pack: str | Path | None = None,
+    pack_mb: float = 20.0,
     command: str = "",
-) -> list[dict]:
-    """Train every config with every seed for a fixed schedule; write ``accuracy.{csv,md,png}``.
+) -> list[dict[str, Any]]:
+    """Run parts of an accuracy study (see the module docstring); every part can be re-run, and skips what is done.
 
     Args:
-        configs: Scaled config names (``yolov5n-local.yaml``).
-        seeds: Training seeds.
-        data: Data YAML; None for the synthetic shapes set (generated locally on first use).
-        epochs: Epochs per run (the same schedule for every config).
-        imgsz: Training and validation image size.
-        batch: Batch size.
-        device: Training device (``cpu``, ``0``, ...).
-        latency_imgsz: Input size of the CPU latency measurement (default ``imgsz``).
-        repeats: Timed rounds of the latency measurement.
-        workers: Dataloader workers.
-        out_dir: Output directory (training runs go to ``<out_dir>/accuracy_runs``).
-        command: Command line recorded in the markdown header.
+        configs: ``configs=`` words (aliases such as ``plain``, ``local``, ``a2c2f-ultralytics``); None for all.
+        seeds: Seeds, each config trained once per seed.
+        recipe: The shared schedule; None: :class:`Recipe` defaults on the synthetic shapes dataset.
+        launch: Device, concurrency and time budget; None: one run at a time, no budget.
+        parts: ``train``, ``latency``, ``report`` (a comma-separated string or a list; ``all``).
+        study_dir: Study folder; None: ``runs/<name>``.
+        out_dir: Folder of the report files.
+        name: File stem of the report; None: ``accuracy-<dataset>``.
+        timing: Latency settings of ``part=latency``.
+        restore: Folder with ``state.tar.*`` parts to restore into the study first (missing or empty: nothing).
+        pack: Folder to write the study's ``state.tar.*`` parts into at the end.
+        pack_mb: Largest pack in MiB (unfinished runs' checkpoints beyond it are left out).
+        command: Command line recorded in the report.
 
     Returns:
-        Per-config summary rows: ``config, runs, map50_95_mean, map50_95_std, map50_mean, latency_ms, pareto``.
+        The report's per-config summary when ``report`` ran, else the ledger rows added or cost rows measured.
+
+    Raises:
+        StudyError: Bad arguments (unknown config, bad seeds, jobs < 1, unknown part) or a recipe that differs
+            from the study folder's.
+
+    Examples:
+        >>> run_accuracy_benchmark(["plain", "local"], [0], Recipe(data, epochs=1, imgsz=64))  # doctest: +SKIP
     """
     from ..workflows import resolve_data
 
-    configs, seeds = list(configs), list(seeds)
-    data = resolve_data(data)
-    out = Path(out_dir)
-    project = (out / "accuracy_runs").resolve()
-    runs = []
-    jobs = [(c, s) for c in configs for s in seeds]
-    for cfg, seed in report.progress(jobs, desc="bench accuracy: train"):
-        res = train_once(cfg, data, seed, project, epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-                         workers=workers)
-        runs.append({"config": Path(cfg).stem, "seed": seed, **res})
-    lat_size = latency_imgsz or imgsz
-    latency = M.measure_latency({Path(c).stem: M.build_model(c) for c in configs}, lat_size, repeats=repeats)
-    summary = []
-    for cfg in configs:
-        name = Path(cfg).stem
-        maps = [r["map50_95"] for r in runs if r["config"] == name]
-        m50 = [r["map50"] for r in runs if r["config"] == name]
-        summary.append({"config": name, "runs": len(maps), "map50_95_mean": statistics.fmean(maps),
-                        "map50_95_std": statistics.stdev(maps) if len(maps) > 1 else 0.0,
-                        "map50_mean": statistics.fmean(m50), "latency_ms": latency[name]})
-    front = report.pareto_front([(r["latency_ms"], r["map50_95_mean"]) for r in summary])
-    for i, r in enumerate(summary):
-        r["pareto"] = i in front
-    for r in runs:
-        r["latency_ms"] = latency[r["config"]]
-    report.write_csv(runs, out / "accuracy.csv", ["config", "seed", "map50_95", "map50", "latency_ms", "run"])
-    notes = report.header_notes(command) + [
-        f"Data {data}; {epochs} epochs at imgsz {imgsz}, batch {batch}, device {device}, seeds {seeds} "
-        f"(deterministic). mAP from the final validation of each run; latency: CPU, batch 1, imgsz {lat_size}, "
-        f"median of {repeats} interleaved rounds. pareto = no other config is both faster and more accurate."
-    ]
-    report.write_markdown(summary, out / "accuracy.md", "Accuracy vs latency", notes)
-    report.plot_pareto({r["config"]: (r["latency_ms"], r["map50_95_mean"], r["map50_95_std"]) for r in summary},
-                       out / "accuracy.png", f"mAP50-95 vs CPU latency ({epochs} epochs, {len(seeds)} seeds)",
-                       f"CPU latency at {lat_size} px (ms)", "mAP50-95 (mean ± std over seeds)")
-    return summary
+    todo = parse_parts(parts)
+    chosen = resolve_configs(configs)
+    seed_list = parse_seeds(seeds)
+    recipe = recipe or Recipe(resolve_data(None))
+    launch = launch or Launch()
+    timing = timing or Timing()
+    name = name or f"accuracy-{dataset_name(recipe.data)}"
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise StudyError(f"name={name!r}: use letters, digits, '.', '_' and '-' only")
+    study = Path(study_dir) if study_dir is not None else Path("runs") / name
+    if restore is not None:
+        n = unpack_state(restore, study)
+        print(f"bench accuracy: restored {n} file(s) into {study}", flush=True)
+    pin_recipe(study, recipe)  # every part reads and reports the study with the recipe it was trained with
+    result: list[dict[str, Any]] = []
+    if "train" in todo:
+        record_command(study, command)
+        result = run_study(study, chosen, seed_list, recipe, launch)
+    if "latency" in todo:
+        result = measure_costs(study, chosen, recipe.data, timing, recipe.imgsz)
+    if "report" in todo:
+        result = write_report(study, chosen, recipe, out_dir, name, command)
+    if pack is not None and (study / "study.yaml").is_file():
+        parts_written = pack_state(study, pack, max_mb=pack_mb)
+        print(f"bench accuracy: packed the study into {len(parts_written)} part(s) in {pack}", flush=True)
+    return result
