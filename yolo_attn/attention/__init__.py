@@ -1,6 +1,7 @@
 """Attention core: mask-defined patterns, their exact fast paths, the learned variants and positional encodings."""
 
 from .cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
+from .flex import cuda_backend_table, set_cuda_backend, use_cuda_backend
 from .functional import PATTERNS, attend, pattern_mask, relative_position_bias
 from .kernel import mask_to_bias, masked_attention
 from .linear import LinearAttention, linear_attention
@@ -34,12 +35,15 @@ __all__ = [
     "build_pos_encoding",
     "cluster_attention",
     "cluster_mask",
+    "cuda_backend_table",
     "linear_attention",
     "mask_to_bias",
     "masked_attention",
     "pattern_mask",
     "relative_position_bias",
+    "set_cuda_backend",
     "sincos_2d",
     "sinkhorn_attention",
     "sinkhorn_mask",
+    "use_cuda_backend",
 ]
