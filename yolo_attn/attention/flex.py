@@ -202,6 +202,17 @@ def _compiled_attend() -> Callable:
     return torch.compile(_attend, dynamic=False)
 
 
+#: Specialisations of the one compiled kernel allowed per process (dynamo's default of 8 per code object would
+#: silently fall back to eager flex after 8 pattern / size / dtype combinations).
+RECOMPILE_LIMIT = 256
+
+
+def _recompile_limit():
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return config.patch(**{name: max(getattr(config, name), RECOMPILE_LIMIT)})
+
+
 _FAILED: set[tuple] = set()
 
 
@@ -247,11 +258,13 @@ def flex_attend(
             return _attend(q, k, v, block_mask, table, w, extent)
     key = (pattern, _freeze(options), h, w, q.dtype, q.device, tuple(q.shape), v.shape[-1], table is not None)
     if key in COMPILE_SECONDS:
-        return _compiled_attend()(q, k, v, block_mask, table, w, extent)
+        with _recompile_limit():
+            return _compiled_attend()(q, k, v, block_mask, table, w, extent)
     if q.is_cuda:
         torch.cuda.synchronize(q.device)
     start = time.perf_counter()
-    out = _compiled_attend()(q, k, v, block_mask, table, w, extent)
+    with _recompile_limit():
+        out = _compiled_attend()(q, k, v, block_mask, table, w, extent)
     if q.is_cuda:
         torch.cuda.synchronize(q.device)
     COMPILE_SECONDS[key] = time.perf_counter() - start

@@ -415,9 +415,9 @@ def _tensorrt_rows(device, names, nets, imgsz, batches, repeats, half, work_dir,
         return [{"case": "tensorrt", "contender": "TensorRT", "note": note}]
     import tempfile
 
-    from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
 
+    from ..integration import YOLO
     from ..workflows import export
 
     rows = []
