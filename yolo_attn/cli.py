@@ -215,6 +215,7 @@ def help_text() -> str:
         "  yolo-attn predict model=best.pt source=path/to/images conf=0.25",
         "  yolo-attn export model=best.pt format=onnx         # also torchscript and every other ultralytics format",
         "  yolo-attn bench attention|models|accuracy          # cost / accuracy benchmarks -> benchmarks/",
+        "  yolo-attn bench gpu [part=kernels|train|infer|amp] [quick=True]  # the CUDA study -> benchmarks/gpu.*",
         "  yolo-attn info model=yolov5n-local.yaml imgsz=640  # per-layer tokens, attention FLOPs and memory",
         "  yolo-attn show pattern=local window=3 size=8x8     # the mask as a grid picture (PNG)",
         "  yolo-attn show attention model=best.pt source=img.jpg point=320,240",

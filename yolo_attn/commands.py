@@ -8,6 +8,7 @@ are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the a
     yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [out=benchmarks]
     yolo-attn bench accuracy [configs=plain,local,...] [seeds=0,1,2] [epochs=60] [imgsz=320] [data=...] [jobs=1]
                              [time_budget=MIN] [part=train,latency,report] [runs=runs/NAME] [out=benchmarks]
+    yolo-attn bench gpu [part=all|kernels|train|infer|amp] [quick=False] [out=benchmarks]     (CUDA only)
     yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
     yolo-attn show pattern=local [window=3] [size=8x8] [point=x,y] [out=pattern_local.png] [any pattern option]
     yolo-attn show attention model=best.pt source=img.jpg point=x,y [imgsz=640] [out=attention.png]
@@ -122,7 +123,26 @@ def _bench_accuracy(kv: dict[str, Any], command: str) -> Any:
         raise CommandError(str(e)) from None
 
 
-BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy}
+def _bench_gpu(kv: dict[str, Any], command: str) -> Any:
+    from .bench.gpu import EXTRA_PARTS, PARTS
+
+    a = _take(kv, {"part": "all", "quick": False, "out": "benchmarks"}, "bench gpu")
+    allowed = (*PARTS, "all", *EXTRA_PARTS)
+    if a["part"] not in allowed:
+        raise CommandError(f"part={a['part']!r} is not one of {', '.join(allowed)}")
+    if not isinstance(a["quick"], bool):
+        raise CommandError(f"quick={a['quick']!r} must be True or False")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CommandError("bench gpu needs a CUDA GPU, and torch.cuda.is_available() is False here "
+                           f"(torch {torch.__version__}); run it on a machine with an NVIDIA GPU")
+    from .bench.gpu import run_gpu_benchmark
+
+    return run_gpu_benchmark(str(a["part"]), a["quick"], a["out"], command)
+
+
+BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy, "gpu": _bench_gpu}
 
 
 def bench(words: Sequence[str]) -> Any:

@@ -2,6 +2,7 @@
 
 from . import area  # registers the "area" pattern
 from .cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
+from .flex import cuda_backend_table, set_cuda_backend, use_cuda_backend
 from .functional import PATTERNS, attend, pattern_mask, relative_position_bias
 from .kernel import mask_to_bias, masked_attention
 from .linear import LinearAttention, linear_attention
@@ -41,6 +42,7 @@ __all__ = [
     "build_pos_encoding",
     "cluster_attention",
     "cluster_mask",
+    "cuda_backend_table",
     "linear_attention",
     "mask_to_bias",
     "masked_attention",
@@ -50,7 +52,9 @@ __all__ = [
     "relative_position_bias",
     "routing_attention",
     "routing_mask",
+    "set_cuda_backend",
     "sincos_2d",
     "sinkhorn_attention",
     "sinkhorn_mask",
+    "use_cuda_backend",
 ]

@@ -33,18 +33,21 @@ ROUTERS = ("kmeans", "lsh")
 
 
 def routing_vectors(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Shared routing vector ``normalize(q) + normalize(k)`` per token, ``[B, heads, N, d]`` (no gradient)."""
-    return (F.normalize(q.detach(), dim=-1) + F.normalize(k.detach(), dim=-1)).float()
+    """Shared routing vector ``normalize(q) + normalize(k)`` per token, ``[B, heads, N, d]`` (no gradient).
+
+    Kept in the dtype of ``q``: a half model routes in half precision (no float32 round trip on the hot path).
+    """
+    return F.normalize(q.detach(), dim=-1) + F.normalize(k.detach(), dim=-1)
 
 
 def kmeans_route(r: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Cluster ids ``[B, heads, N]`` (int64): the centroid ``[heads, K, d]`` of highest cosine similarity to ``r``."""
-    return torch.einsum("bhnd,hkd->bhnk", F.normalize(r, dim=-1), F.normalize(centroids, dim=-1)).argmax(-1)
+    return torch.einsum("bhnd,hkd->bhnk", F.normalize(r, dim=-1), F.normalize(centroids.to(r.dtype), dim=-1)).argmax(-1)
 
 
 def lsh_route(r: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Bucket ids ``[B, heads, N]``: ``argmax([rR, -rR])`` with ``rotations: [heads, d, K // 2]`` (K buckets)."""
-    proj = torch.einsum("bhnd,hdk->bhnk", r, rotations)
+    proj = torch.einsum("bhnd,hdk->bhnk", r, rotations.to(r.dtype))
     return torch.cat([proj, -proj], dim=-1).argmax(-1)
 
 
@@ -179,7 +182,7 @@ class ClusterAttention(QKVAttentionBase):
     @torch.no_grad()
     def _update_centroids(self, q: torch.Tensor, k: torch.Tensor, cluster_ids: torch.Tensor) -> None:
         """EMA step: ``c <- normalize(decay * c + (1 - decay) * mean of assigned routing vectors)`` (non-empty only)."""
-        r = F.normalize(routing_vectors(q, k), dim=-1)
+        r = F.normalize(routing_vectors(q, k).to(self.centroids.dtype), dim=-1)  # EMA in the buffer's dtype
         onehot = F.one_hot(cluster_ids, self.num_clusters).to(r.dtype)  # [B, h, N, K]
         sums = torch.einsum("bhnk,bhnd->hkd", onehot, r)
         counts = onehot.sum(dim=(0, 2)).unsqueeze(-1)  # [h, K, 1]

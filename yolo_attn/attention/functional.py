@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import patterns as P
+from .flex import choose_backend, run_flex
 from .kernel import attention_weights, mask_to_bias, masked_attention
 from .options import OPTION_ALIASES, TILE, allowed_options, canonical_name, resolve
 from .tiling import TilePlan, tile_plan, tiled_attention
@@ -51,7 +52,12 @@ class PatternSpec:
     sub_patterns: Callable[[dict], tuple] = lambda options: ()
 
     def __call__(self, q, k, v, h, w, options, rel_pos_bias=None, dropout_p=0.0) -> torch.Tensor:
-        """Run the fast path on ``[B, heads, N, d]`` tensors (options already resolved)."""
+        """Run the fast path on ``[B, heads, N, d]`` tensors (options already resolved); on CUDA the backend table
+        may send the pattern to FlexAttention instead (:func:`yolo_attn.attention.flex.choose_backend`)."""
+        if choose_backend(self.name, q, dropout_p) == "flex":
+            out = run_flex(self.name, q, k, v, h, w, options, rel_pos_bias)
+            if out is not None:
+                return out
         return (self.run or _run_tiled)(self, q, k, v, h, w, options, rel_pos_bias, dropout_p)
 
     def plan(self, h: int, w: int, options: dict, device: torch.device, dtype: torch.dtype) -> TilePlan:

@@ -33,6 +33,9 @@ __all__ = ["AxisPlan", "TilePlan", "neighbourhood_axis", "window_axis", "band_ax
 #: Logits per chunk of tiles (batch * heads * tiles * Q * R): chunks keep the working set cache-sized and the
 #: peak memory a small multiple of the inputs.
 CHUNK_LOGITS = 1 << 19
+#: The same limit on CUDA, where kernel launches (a few per chunk), not cache size, bound the time: one chunk covers
+#: batch 32 x 2 heads x 120x120 tokens with a 7x7 window. Not tuned yet (see ``yolo-attn bench gpu``).
+CUDA_CHUNK_LOGITS = 1 << 27
 
 Predicate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -286,7 +289,7 @@ def tiled_attention(
         torch.Size([1, 2, 35, 4])
     """
     n_tiles, per_tile = plan.bias.shape[0], q.shape[0] * q.shape[1] * plan.bias[0].numel()
-    step = max(1, CHUNK_LOGITS // per_tile)
+    step = max(1, (CHUNK_LOGITS if q.device.type == "cpu" else CUDA_CHUNK_LOGITS) // per_tile)
     outs = [
         _attend_tiles(q, k, v, plan, slice(start, start + step), bias, extra_k, extra_v, extra_bias, dropout_p)
         for start in range(0, n_tiles, step)
