@@ -237,3 +237,5 @@ def test_missing_cuda_index_on_a_cuda_host(shapes_data, monkeypatch, capsys):
     assert err == ("yolo-attn: error: device=(0, 99) asks for CUDA device 99, but this machine has 2 (indices 0..1); "
                    "use e.g. device=0 or device=cpu\n")
     assert workflows._check_device("cuda:1") is None and workflows._check_device(-1) is None
+    with pytest.raises(workflows.WorkflowError, match=r"device=2 asks for CUDA device 2"):
+        workflows._check_device(2)  # indices start at 0
