@@ -300,3 +300,28 @@ def naive_sinkhorn_mask(choice: torch.Tensor, n: int, block_size: int) -> torch.
                 own, picked = i // block_size, int(choice[bi, hi, i // block_size])
                 mask[bi, hi, i, [j for j in range(n) if j // block_size in (own, picked)]] = True
     return mask
+
+
+def naive_sinkhorn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_p: torch.Tensor,
+                             choice: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Dense float64 Sinkhorn attention with the straight-through factor, written out per (query, key) pair.
+
+    Query block ``i`` attends its own block and block ``choice[i]``; each key of a picked block *other than its own*
+    has its value multiplied by ``P[i, j*] / P[i, j*].detach()`` (1 in value; it carries the gradient to ``log P``).
+    A block that picks itself attends its own keys once and gives ``log P`` no gradient.
+    """
+    b, heads, n, _ = q.shape
+    mask = naive_sinkhorn_mask(choice, n, block_size)
+    picked = torch.zeros(b, heads, n, n, dtype=torch.bool)
+    for bi in range(b):
+        for hi in range(heads):
+            for i in range(n):
+                j_star = int(choice[bi, hi, i // block_size])
+                if j_star != i // block_size:
+                    picked[bi, hi, i, [j for j in range(n) if j // block_size == j_star]] = True
+    blk = torch.arange(n) // block_size
+    st = torch.exp(log_p.double() - log_p.double().detach())[:, :, blk][:, :, :, blk]  # [B, h, N, N]
+    q, k, v = (t.double() for t in (q, k, v))
+    logits = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, -math.inf)
+    weights = torch.softmax(logits, dim=-1) * torch.where(picked, st, torch.ones_like(st))
+    return weights @ v

@@ -23,6 +23,7 @@ from reference import (
     naive_lsh_ids,
     naive_routing_vectors,
     naive_sinkhorn,
+    naive_sinkhorn_attention,
     naive_sinkhorn_mask,
     reference_attention,
 )
@@ -204,10 +205,19 @@ def test_sinkhorn_summaries_normalisation_and_choice_match_independent_computati
 def test_sinkhorn_block_choice_of_a_given_permutation():
     """A hand-made log P: block 0 picks 3, 1 itself, 2 the padded tail block 4, 3 picks 0 and 4 itself."""
     choice = torch.tensor([3, 1, 4, 0, 4])
-    log_p = torch.full((1, 2, 5, 5), -5.0).scatter(-1, choice.expand(1, 2, 5)[..., None], 0.0).requires_grad_()
+    log_p = torch.randn(1, 2, 5, 5, dtype=torch.float64) - 5.0
+    log_p = log_p.scatter(-1, choice.expand(1, 2, 5)[..., None], 0.0).requires_grad_()
     q, k, v = (torch.randn(1, 2, 35, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    out, got = sinkhorn_attention(q, k, v, log_p.double(), 8)
+    out, got = sinkhorn_attention(q, k, v, log_p, 8)
     assert torch.equal(got, choice.expand(1, 2, 5))
+    # the straight-through gradient to log P: only at the picked entries of blocks that pick another block
+    log_p64 = log_p.detach().clone().requires_grad_()
+    ref = naive_sinkhorn_attention(q.detach(), k.detach(), v.detach(), log_p64, got, 8)
+    grad = torch.randn_like(ref)
+    (got_grad,) = torch.autograd.grad(out, log_p, grad, retain_graph=True)
+    (want_grad,) = torch.autograd.grad(ref, log_p64, grad)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-9, rtol=0)
+    assert (want_grad != 0).sum() == 2 * 3 and (want_grad[..., [1, 4], [1, 4]] == 0).all()
     mask = naive_sinkhorn_mask(got, 35, 8)
     _assert_matches_reference(out, [q, k, v], lambda *qkv: dense_reference(*qkv, mask))
 
