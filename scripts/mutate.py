@@ -5,7 +5,8 @@
     python scripts/mutate.py --list
     python scripts/mutate.py --only kmeans-farthest,lsh-no-negation --no-baseline
 
-The fault table and the runner live in tests/mutation.py (dev tooling, not part of the yolo_attn package).
+The fault table is tests/mutation_faults.py, the runner tests/mutation.py (dev tooling, not part of the yolo_attn
+package).
 """
 
 import sys

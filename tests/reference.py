@@ -70,7 +70,7 @@ def windows_1d(length: int, window: int, shift: int = 0) -> tuple[tuple[int, ...
 
 
 def _separable(h: int, w: int, rows, cols) -> torch.Tensor:
-    """2-D mask from per-axis key lists: query ``(y, x)`` sees every ``(ky, kx)`` with ``ky in rows[y]``, ``kx in cols[x]``."""
+    """2-D mask from per-axis key lists: query ``(y, x)`` sees ``(ky, kx)`` for ``ky in rows[y]``, ``kx in cols[x]``."""
     mask = torch.zeros(h * w, h * w, dtype=torch.bool)
     for y in range(h):
         for x in range(w):
@@ -291,7 +291,7 @@ def naive_sinkhorn(logits: torch.Tensor, n_iters: int, temperature: float) -> to
 
 
 def naive_sinkhorn_mask(choice: torch.Tensor, n: int, block_size: int) -> torch.Tensor:
-    """Key in the query's own block or in the block its block picked. choice ``[B, heads, nb]`` -> ``[B, heads, N, N]``."""
+    """Keys in the query's own block or in the block its block picked: ``[B, heads, nb]`` -> ``[B, heads, N, N]``."""
     b, heads, _ = choice.shape
     mask = torch.zeros(b, heads, n, n, dtype=torch.bool)
     for bi in range(b):

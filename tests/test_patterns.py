@@ -33,7 +33,8 @@ def test_window_vs_naive(hw, window, shift):
 @pytest.mark.parametrize("hw", SIZES, ids=ids)
 @pytest.mark.parametrize("window, dilation", [(1, 1), (2, 1), (3, 1), (4, 1), (2, 2), (2, 3)])
 def test_band_vs_naive(hw, window, dilation):
-    assert torch.equal(pattern_mask("dilated1d", hw, window=window, dilation=dilation), naive_band(*hw, window, dilation))
+    expected = naive_band(*hw, window, dilation)
+    assert torch.equal(pattern_mask("dilated1d", hw, window=window, dilation=dilation), expected)
     if dilation == 1:
         assert torch.equal(pattern_mask("local1d", hw, window=window), naive_band(*hw, window, 1))
 
