@@ -234,7 +234,11 @@ FAULTS: tuple[Fault, ...] = (
           "torch.serialization.add_safe_globals([])",
           "tests/test_foundation.py::test_checkpoint_loads_under_safe_load", "",
           "our classes never reach torch's safe-globals list"),
-    # ---- command line parsing (cli.py)
+    # ---- command line parsing (cli.py) and its offline default (__init__.py)
+    Fault("cli-offline-default", "yolo_attn/__init__.py",
+          'if program.startswith("yolo-attn") or as_module:',
+          'if program.startswith("yolo_attn") or as_module:',
+          "tests/test_offline.py", "first_import", "the console script no longer goes offline before ultralytics"),
     Fault("cli-unknown-key", "yolo_attn/cli.py",
           "                if k not in valid:\n                    raise _unknown(k, valid)",
           "                if k not in valid and not k.isidentifier():\n                    raise _unknown(k, valid)",

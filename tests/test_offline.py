@@ -86,6 +86,21 @@ def test_guard_reaches_child_and_grandchild_processes(tmp_path):
 LOCAL_PROGRAMS = {"ldconfig", "ldconfig.real"}
 
 
+@pytest.mark.parametrize("program, expected", [("yolo-attn", []), ("python", ["getaddrinfo"])],
+                         ids=["command", "library-control"])
+def test_command_is_offline_from_its_first_import(program, expected, tmp_path):
+    """The console script is offline before ultralytics' import-time probe; a plain library import (the control)
+    does probe, so the guard would see a command that forgot to go offline."""
+    log = tmp_path / "net.log"
+    env = guarded_env(subprocess_env(YOLO_CONFIG_DIR=str(tmp_path / "cfg")), tmp_path / "guard", log)
+    env.pop("YOLO_OFFLINE", None)
+    module = "yolo_attn.cli" if program == "yolo-attn" else "yolo_attn"
+    code = f"import sys; sys.argv = [{program!r}]; import {module}"
+    r = subprocess.run([PYTHON, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted({a["attempt"].split("(")[0] for a in read_log(log)[0]}) == expected
+
+
 def _assert_only_guarded_children(launched) -> None:
     """Every program launched was a Python interpreter (so it ran under the guard) or a known local tool."""
     programs = [Path(x["launched"][0] if isinstance(x, dict) else x[0]).name for x in launched]
