@@ -1,5 +1,6 @@
-"""Every fast path of ``attend`` vs the dense float64 reference over its ``pattern_mask``: outputs and dq/dk/dv,
-relative position bias, identities, non-vacuity, linear memory, and the ``Attention`` module's contract."""
+"""Every fast path of ``attend`` vs the dense float64 reference under a mask built by the independent naive code
+of ``tests/reference.py`` (never the library's own ``pattern_mask``): outputs and dq/dk/dv, relative position bias,
+identities against independent paths, non-vacuity, linear memory, and the ``Attention`` module's contract."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from reference import naive_rel_bias, reference_attention
-from yolo_attn.attention import Attention, attend, pattern_mask
+from reference import naive_local, naive_mask, naive_rel_bias, naive_window, reference_attention
+from yolo_attn.attention import Attention, attend
 from yolo_attn.attention.tiling import tile_plan
 
 
@@ -23,19 +24,24 @@ CASES = {
     "full": ("full", {}),
     "local3": ("local", {"window": 3}),
     "local4": ("local", {"window": 4}),
+    "local_clamped": ("local", {"window": 9}),  # clamped to the 5x7 and 8x8 maps, a real window at 13x10, 20x20
     "dilated": ("dilated", {"window": 3, "dilation": 2}),
+    "dilated4": ("dilated", {"window": 4, "dilation": 2}),
     "stride3": ("stride", {"window": 2, "stride": 3}),
     "window": ("window", {"window": 3}),
     "swin": ("window", {"window": 4, "shift": True}),
+    "swin_shift1": ("window", {"window": 6, "shift": 1}),  # clamped to the 5-row map (shift dropped there)
     "axial": ("axial", {}),
     "local1d": ("local1d", {"window": 4}),
+    "local1d_odd": ("local1d", {"window": 3}),
     "dilated1d": ("dilated1d", {"window": 2, "dilation": 3}),
-    "global": ("global", {"base": "local", "window": 3, "global_idx": [0, 5, 17]}),
-    "global_tokens": ("global", {"base": "dilated", "window": 3, "num_global_tokens": 2, "global_idx": [3]}),
-    "global_swin": ("global", {"base": "window", "window": 4, "shift": True, "num_global_tokens": 1}),
+    "global": ("global", {"base": "local", "window": 4, "global_idx": [0, 5, 17]}),
+    "global_tokens": ("global", {"base": "dilated", "window": 3, "num_global_tokens": 2, "global_idx": [3, 34]}),
+    "global_swin": ("global", {"base": "window", "window": 4, "shift": True, "num_global_tokens": 1,
+                               "global_idx": [6, 20]}),
     "custom": ("custom", {"mask": _graph}),
-    "mixed": ("mixed", {"heads": {"local": 1, "dilated": 1, "global": 1, "axial": 1}, "window": 3,
-                        "options": {"global": {"global_idx": [1]}}}),
+    "mixed": ("mixed", {"heads": {"local": 1, "dilated": 1, "global": 1, "axial": 1, "window": 1}, "window": 4,
+                        "options": {"global": {"global_idx": [1]}, "window": {"shift": True}}}),
 }
 SIZES = [(5, 7), (8, 8), (13, 10), (20, 20)]
 
@@ -46,7 +52,7 @@ def _inputs(n, heads, batch, dtype, seed=0):
 
 
 def _check(pattern, options, hw, batch, dtype, rel_table=None):
-    mask = pattern_mask(pattern, hw, **options)
+    mask = naive_mask(pattern, hw, **options)
     heads = mask.shape[0] if mask.dim() == 3 else 2
     q, k, v = _inputs(mask.shape[-1], heads, batch, dtype)
     out = attend(q, k, v, pattern, hw=hw, rel_pos_bias=rel_table, **options)
@@ -62,26 +68,29 @@ def _check(pattern, options, hw, batch, dtype, rel_table=None):
     return out
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("batch, dtype", [(1, torch.float64), (2, torch.float32)], ids=["b1-fp64", "b2-fp32"])
 @pytest.mark.parametrize("hw", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fast_path_matches_reference(case, hw, batch, dtype):
     _check(*CASES[case], hw, batch, dtype)
 
 
+REL_CASES = {**{name: CASES[name] for name in ("full", "local3", "local4", "dilated", "dilated4", "window", "swin")},
+             "mixed": ("mixed", {"heads": {"local": 1, "window": 1}, "window": 3, "options": {"window": {"shift": 1}}})}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-@pytest.mark.parametrize("hw", [(5, 7), (13, 10)], ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("case", ["full", "local3", "local4", "dilated", "window", "swin"])
+@pytest.mark.parametrize("hw", [(5, 7), (13, 10), (20, 20)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("case", sorted(REL_CASES))
 def test_rel_pos_bias_matches_reference(case, hw, dtype):
     table = torch.randn(2, 5, 7, dtype=dtype, requires_grad=True)  # a=3, b=4: larger offsets clip
-    pattern, options = CASES[case]
+    pattern, options = REL_CASES[case]
     out = _check(pattern, options, hw, 2, dtype, table)
     ref_table = table.detach().double().requires_grad_()
     q, k, v = _inputs(hw[0] * hw[1], 2, 2, dtype)
     grad = torch.randn(out.shape, dtype=torch.float64)
     got = torch.autograd.grad(attend(q, k, v, pattern, hw=hw, rel_pos_bias=table, **options), table, grad.to(dtype))
-    ref = reference_attention(q, k, v, pattern_mask(pattern, hw, **options), naive_rel_bias(ref_table, *hw))
+    ref = reference_attention(q, k, v, naive_mask(pattern, hw, **options), naive_rel_bias(ref_table, *hw))
     want = torch.autograd.grad(ref, ref_table, grad)
     torch.testing.assert_close(got[0].double(), want[0], atol=1e-9 if dtype == torch.float64 else 1e-4, rtol=0)
 
@@ -91,12 +100,20 @@ def _run(pattern, hw, num_heads=2, **options):
     return attend(q, k, v, pattern, hw=hw, **options)
 
 
-def test_identities_on_fast_paths():
-    full = _run("full", (5, 7))
-    torch.testing.assert_close(_run("local", (5, 7), window=9), full)
-    torch.testing.assert_close(_run("window", (5, 7), window=7), full)
-    torch.testing.assert_close(_run("dilated", (13, 10), window=3, dilation=1), _run("local", (13, 10), window=3))
-    torch.testing.assert_close(_run("global", (13, 10), base="window", window=4), _run("window", (13, 10), window=4))
+def test_identities_against_independent_paths():
+    """Each degenerate pattern vs the float64 reference under an independently built mask (not the path it reuses)."""
+    def ref(hw, mask=None):
+        return reference_attention(*_inputs(hw[0] * hw[1], 2, 1, torch.float64, seed=3), mask)
+
+    torch.testing.assert_close(_run("local", (5, 7), window=9), ref((5, 7)))  # local(k >= map) == full
+    torch.testing.assert_close(_run("window", (5, 7), window=7), ref((5, 7)))  # window(map size) == full
+    torch.testing.assert_close(_run("window", (5, 7), window=7, shift=True), ref((5, 7)))
+    torch.testing.assert_close(_run("dilated", (13, 10), window=3, dilation=1), ref((13, 10), naive_local(13, 10, 3)))
+    torch.testing.assert_close(_run("dilated", (13, 10), window=4, dilation=1), ref((13, 10), naive_local(13, 10, 4)))
+    torch.testing.assert_close(_run("global", (13, 10), base="window", window=4, shift=2),  # global(no tokens) == base
+                               ref((13, 10), naive_window(13, 10, 4, 2)))
+    torch.testing.assert_close(_run("global", (13, 10), base="dilated", window=3),
+                               ref((13, 10), naive_local(13, 10, 3, 2)))
 
 
 @pytest.mark.parametrize("case", sorted(set(CASES) - {"full"}))
@@ -149,7 +166,7 @@ def test_attention_module_matches_functional_and_caches_nothing_in_state_dict():
     x = torch.randn(2, 13 * 10, 32)
     out = attn(x, (13, 10))
     q, k, v = attn.qkv(x).reshape(2, 130, 3, 2, 16).permute(2, 0, 3, 1, 4)
-    mask = pattern_mask("dilated", (13, 10), window=3, dilation=2)
+    mask = naive_local(13, 10, 3, 2)
     ref = reference_attention(q, k, v, mask, naive_rel_bias(attn.rel_pos_bias.detach(), 13, 10))
     torch.testing.assert_close(out, attn.proj(ref.float().transpose(1, 2).reshape(2, 130, 32)), atol=1e-5, rtol=0)
     assert set(attn.state_dict()) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias", "rel_pos_bias"}

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import warnings
 
+import onnxruntime
 import pytest
 import torch
 
 from yolo_attn.attention import Attention
-
-onnxruntime = pytest.importorskip("onnxruntime")
 
 PATTERNS = {
     "full": {},

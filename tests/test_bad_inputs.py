@@ -93,8 +93,8 @@ API_CASES: dict[str, tuple[Callable[[], Any], type[Exception], list[str]]] = {
     "model-missing-weights": (lambda: workflows.resolve_model("nothere.pt"), workflows.WorkflowError,
                               ["model=nothere.pt", "no such file"]),
     "model-missing-config": (lambda: yolo_attn.YOLO("yolov5n-nothere.yaml"), FileNotFoundError, ["yolov5-nothere.yaml"]),
-    "export-format-unknown": (lambda: workflows.export(__file__, "bogus"), workflows.WorkflowError,
-                              ["export needs a PyTorch checkpoint"]),
+    "export-not-a-checkpoint": (lambda: workflows.export(__file__, "onnx"), workflows.WorkflowError,
+                                ["export needs a PyTorch checkpoint", "test_bad_inputs.py"]),
 }
 
 
@@ -105,6 +105,16 @@ def test_python_api_bad_input(case):
         call()
     for needle in needles:
         assert needle in str(e.value), (needle, str(e.value))
+
+
+def test_export_unknown_format_reaches_the_format_check(tmp_path):
+    """A real checkpoint path, so the call gets past the checkpoint checks to the format check (and loads nothing)."""
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"")  # the format is checked before the checkpoint is read
+    with pytest.raises(workflows.WorkflowError) as e:
+        workflows.export(weights, "bogus")
+    assert str(e.value).startswith("format=bogus is not an export format; allowed: ")
+    assert all(name in str(e.value) for name in ("onnx", "torchscript", "openvino"))
 
 
 # -------------------------------------------------------------------------------------------------------- CLI cases
@@ -173,7 +183,7 @@ CLI_CASES = {
     "label-coordinate-out-of-range": (["train", "data={bad_coord}", *TRAIN], ["coordinate 1.5", "[0, 1]"]),
     "label-not-a-number": (["train", "data={bad_number}", *TRAIN], ["'abc'", "not a number"]),
     "val-label-out-of-range": (["val", "model={best}", "data={bad_class}", "split=train"], ["class 7", "0..4"]),
-    "device-cuda-missing": (["train", "data={data}", "device=7", *TRAIN], ["device=7", "device=cpu"]),
+    "device-cuda-missing": (["train", "data={data}", "device=99", *TRAIN], ["device=99", "device=cpu"]),  # any host
     "unknown-argument": (["train", "epoch=3"], ["'epoch'", "epochs"]),
 }
 
@@ -185,8 +195,6 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_bad_input_one_line_no_traceback_no_overwrite(case, user_files, capsys, tmp_path, monkeypatch):
-    if case == "device-cuda-missing" and torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
     argv, needles = CLI_CASES[case]
     fmt = {k: str(v) for k, v in user_files.items()}
     argv = [a.format(**fmt) for a in argv] + [f"project={tmp_path / 'runs'}"] * (argv[0] in ("train", "val", "predict"))
@@ -218,3 +226,16 @@ def test_failed_export_keeps_the_previous_export(user_files, monkeypatch, capsys
         workflows.export(best, "onnx", imgsz=64)
     assert old.read_bytes() == b"the user's previous export"
     assert _snapshot(user_files["root"]) == before  # and no scratch folder left behind
+
+
+def test_missing_cuda_index_on_a_cuda_host(shapes_data, monkeypatch, capsys):
+    """The device-cuda-missing case on a host that has CUDA (simulated: 2 devices): still one line, exit 2."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert entrypoint(["train", f"data={shapes_data}", "device=0,99", *TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert err == ("yolo-attn: error: device=(0, 99) asks for CUDA device 99, but this machine has 2 (indices 0..1); "
+                   "use e.g. device=0 or device=cpu\n")
+    assert workflows._check_device("cuda:1") is None and workflows._check_device(-1) is None
+    with pytest.raises(workflows.WorkflowError, match=r"device=2 asks for CUDA device 2"):
+        workflows._check_device(2)  # indices start at 0

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from reference import naive_local
 from yolo_attn.attention.functional import attend
-from yolo_attn.attention.patterns import local_mask
 from yolo_attn.attention.posenc import (
     POS_ENCODINGS,
     ConditionalPosEncoding,
@@ -95,7 +95,7 @@ def test_relative_bias_table_convention_matches_attend_and_gets_gradient():
     q, k, v = (torch.randn(1, 2, 35, 4) for _ in range(3))
     out = attend(q, k, v, "local", hw=(5, 7), window=3, rel_pos_bias=rpb())
     logits = (q.double() @ k.double().transpose(-2, -1)) / 2.0 + rpb.dense_bias((5, 7)).double()
-    weights = logits.masked_fill(~local_mask(5, 7, 3), float("-inf")).softmax(-1)
+    weights = logits.masked_fill(~naive_local(5, 7, 3), float("-inf")).softmax(-1)
     torch.testing.assert_close(out.double(), weights @ v.double(), atol=1e-5, rtol=0)
     out.square().sum().backward()
     assert rpb.table.grad.abs().sum() > 0

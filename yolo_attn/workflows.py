@@ -182,9 +182,20 @@ def _cuda_requested(device: Any) -> bool:
     return s not in {"cpu", "mps"} and not s.startswith("mps")
 
 
+def _cuda_indices(device: Any) -> list[int]:
+    """CUDA device indices named by a ``device=`` value (``0``, ``"0,1"``, ``(0, 1)``, ``"cuda:1"``; ``-1`` = auto)."""
+    s = str(device).lower().replace("cuda:", "").strip("()[] ")
+    return [int(p) for p in (x.strip() for x in s.split(",")) if p.isdigit()]
+
+
 def _check_device(device: Any) -> None:
-    """One-line CPU notice when CUDA is unavailable; a clear error when CUDA was asked for but is missing."""
+    """One-line CPU notice when CUDA is unavailable; a clear error when a CUDA device was asked for but is missing."""
     if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        missing = [i for i in _cuda_indices(device) if i >= count]
+        if missing:
+            raise WorkflowError(f"device={device} asks for CUDA device {missing[0]}, but this machine has {count} "
+                                f"(indices 0..{count - 1}); use e.g. device=0 or device=cpu")
         return
     if _cuda_requested(device):
         raise WorkflowError(f"device={device} asks for CUDA, but torch.cuda.is_available() is False; use device=cpu")
