@@ -34,6 +34,7 @@ from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg, merge_equals_args, parse_
 
 from . import __version__, registered_blocks, workflows  # noqa: E402
 from .integration import CONFIG_DIR, YamlConfigError, ensure_fonts  # noqa: E402
+from .transfer import TransferError  # noqa: E402
 
 EXTRA_KEYS = {"parity": True}  # yolo_attn's own keys (export: run the exported file against PyTorch)
 ALWAYS_TRUE_FLAGS = {"half", "int8", "end2end", "nms"}  # bare flags ultralytics treats as True (defaults None)
@@ -260,7 +261,7 @@ def entrypoint(argv: Sequence[str] | None = None) -> int:
             return 0
         ensure_fonts()
         MODES[mode](args)
-    except (UsageError, workflows.WorkflowError, YamlConfigError) as e:
+    except (UsageError, workflows.WorkflowError, YamlConfigError, TransferError) as e:
         print(f"yolo-attn: error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
