@@ -7,6 +7,7 @@ are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the a
     yolo-attn bench attention [sizes=400,1600,6400,14400] [patterns=local,window,...] [reps=7] [flex=True] [out=benchmarks]
     yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [out=benchmarks]
     yolo-attn bench accuracy [configs=yolov5n.yaml,...] [seeds=0,1,2] [epochs=30] [imgsz=320] [data=...]
+    yolo-attn bench finetune data=... [pretrained=plain.pt] [pretrain_epochs=15] [epochs=5] [imgsz=256] [configs=...]
     yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
     yolo-attn show pattern=local [window=3] [size=8x8] [point=x,y] [out=pattern_local.png] [any pattern option]
     yolo-attn show attention model=best.pt source=img.jpg point=x,y [imgsz=640] [out=attention.png]
@@ -106,7 +107,23 @@ def _bench_accuracy(kv: dict[str, Any], command: str) -> Any:
                                   a["latency_imgsz"], int(a["reps"]), int(a["workers"]), a["out"], command)
 
 
-BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy}
+def _bench_finetune(kv: dict[str, Any], command: str) -> Any:
+    from .bench.finetune import DEFAULT_CONFIGS, run_finetune_benchmark
+
+    a = _take(kv, {"data": None, "configs": ",".join(DEFAULT_CONFIGS), "pretrained": None, "pretrain_epochs": 15,
+                   "epochs": 5, "imgsz": 256, "batch": 16, "device": "cpu", "seed": 0, "workers": None,
+                   "out": "benchmarks"}, "bench finetune")
+    if not a["data"]:
+        raise CommandError("bench finetune needs data=..., e.g. yolo-attn bench finetune "
+                           "data=../shared/data/highway-320/data.yaml")
+    return run_finetune_benchmark(str(a["data"]), _list(a["configs"]), a["pretrained"], int(a["pretrain_epochs"]),
+                                  int(a["epochs"]), int(a["imgsz"]), int(a["batch"]),
+                                  None if a["device"] is None else str(a["device"]), int(a["seed"]),
+                                  None if a["workers"] is None else int(a["workers"]), a["out"], command)
+
+
+BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy,
+           "finetune": _bench_finetune}
 
 
 def bench(words: Sequence[str]) -> Any:

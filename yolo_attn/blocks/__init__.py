@@ -41,6 +41,7 @@ __all__ = [
     "BoTBlock",
     "C3Attn",
     "LayerScale",
+    "MHSABranch",
     "PatchEmbed",
     "TransformerLayer",
     "TransformerStack",
@@ -218,7 +219,7 @@ class _AugmentsStock:
     layer_scale: str | float = "auto"
 
     def _branch_prefixes(self) -> tuple[str, ...]:
-        return tuple(f"{n}." for n, m in self.named_modules() if isinstance(m, (TransformerStack, _MHSABranch)))
+        return tuple(f"{n}." for n, m in self.named_modules() if isinstance(m, (TransformerStack, MHSABranch)))
 
     def stock_keys(self) -> list[str]:
         """State-dict keys (relative) of the stock module this block augments."""
@@ -323,8 +324,21 @@ class AttnBlock(nn.Module):
         return self.m(self.conv(x))
 
 
-class _MHSABranch(nn.Module):
-    """BoTNet's multi-head self-attention on a map ``[B, C, H, W]`` (positional encoding inside), output gated."""
+class MHSABranch(nn.Module):
+    """BoTNet's multi-head self-attention on a map ``[B, C, H, W]``, positional encoding inside, output gated.
+
+    ``ls(attn(pos(x)))``: the branch :class:`BoTBottleneck` adds beside its 3x3 conv.
+
+    Args:
+        dim: Channels.
+        kind: Attention kind.
+        options: Attention and positional-encoding options (``mlp_ratio`` is refused: no MLP).
+        init_values: Initial LayerScale gain.
+
+    Examples:
+        >>> MHSABranch(32, "full", {}, 0.0)(torch.randn(1, 32, 5, 6)).abs().max().item()
+        0.0
+    """
 
     def __init__(self, dim: int, kind: str, options: Any, init_values: float) -> None:
         super().__init__()
@@ -336,6 +350,7 @@ class _MHSABranch(nn.Module):
         self.attn, self.ls = attn, LayerScale(dim, init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[B, C, H, W]`` to ``[B, C, H, W]``."""
         y = self.pos.map(x)
         b, c, h, w = y.shape
         t = self.ls(self.attn(self.pos.tokens(y.flatten(2).transpose(1, 2), (h, w)), (h, w)))
@@ -362,7 +377,7 @@ class BoTBottleneck(Bottleneck):
 
     def __init__(self, c: int, shortcut: bool, kind: str, options: Any, init_values: float) -> None:
         super().__init__(c, c, shortcut, 1, k=((1, 1), (3, 3)), e=1.0)
-        self.branch = _MHSABranch(c, kind, options, init_values)
+        self.branch = MHSABranch(c, kind, options, init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, c, H, W]`` to ``[B, c, H, W]``."""
