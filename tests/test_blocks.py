@@ -110,6 +110,19 @@ def test_block_augments_stock_c3(block_cls, options):
     assert ours(x).shape == stock(x).shape == (1, 256, 10, 10)
 
 
+def test_c3attn_split_runs_attention_on_part_of_the_channels():
+    block = C3Attn(32, 64, 1, "local", {"window": 3, "split": 0.25, "heads": 2})
+    assert block.dim == 8 and block.attn.layers[0].norm1.normalized_shape == (8,)
+    x = torch.randn(2, 32, 6, 7)
+    hidden = block.m(block.cv1(x))
+    seen = {}
+    block.attn.register_forward_hook(lambda m, args, out: seen.update(inp=args[0], out=out))
+    y = block(x)
+    assert y.shape == (2, 64, 6, 7) and torch.equal(seen["inp"], hidden[:, :8])
+    assert not torch.equal(seen["out"], seen["inp"])  # the attention changes its channels (gains 1)
+    torch.testing.assert_close(y, block.cv3(torch.cat((seen["out"], hidden[:, 8:], block.cv2(x)), 1)))
+
+
 def test_c3tr_peer_has_the_same_convolutions():
     """C3TR (ultralytics' C3 with transformer layers for bottlenecks) and C3Attn share cv1/cv2/cv3."""
     ours, theirs = C3Attn(128, 256, 3), C3TR(128, 256, 3)
@@ -150,6 +163,8 @@ def _yaml_with(layer13: str, scale: str = "n") -> dict:
         ("  - [-1, 1, C3Attn, [512, tokens, {pos: rel}]]", ["layer 13", "pos='rel'", "cpe"]),
         ("  - [-1, 3, C3Attn, [512, local, {shortcut: 0}]]", ["layer 13", "shortcut=0", "true or false"]),
         ("  - [-1, 3, C3Attn, [512, local, {depth: 0}]]", ["layer 13", "depth=0", "int >= 1"]),
+        ("  - [-1, 3, C3Attn, [512, local, {split: 1.5}]]", ["layer 13", "split=1.5", "(0, 1]"]),
+        ("  - [-1, 3, BoTBlock, [512, full, {split: 0.5}]]", ["layer 13", "'split'", "not used by BoTBlock"]),
         ("  - [-1, 3, C3Attn, [512, local, {layer_scale: -1}]]", ["layer 13", "layer_scale=-1", "auto", ">= 0"]),
         ("  - [-1, 3, C3Attn, [512, local, {shortcut: False, shortcuts: 1}]]", ["layer 13", "'shortcuts'", "shortcut"]),
         ("  - [-1, 1, AttnBlock, [512, local, {shortcut: false}]]", ["layer 13", "'shortcut'", "not used by AttnBlock"]),

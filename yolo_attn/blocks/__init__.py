@@ -183,11 +183,14 @@ def _block_options(options: Any, block: str, **defaults: Any) -> tuple[dict[str,
     if not isinstance(options, Mapping):
         return dict(defaults), options
     rest = dict(options)
-    for key in ("e", "shortcut", "depth", "layer_scale"):
+    for key in ("e", "shortcut", "depth", "split", "layer_scale"):
         if key in rest and key not in defaults:
             raise ValueError(f"option {key!r} is not used by {block}; remove it")
     values = {k: rest.pop(k, v) for k, v in defaults.items()}
-    e, shortcut, depth, ls = (values.get(k) for k in ("e", "shortcut", "depth", "layer_scale"))
+    e, shortcut, depth, split, ls = (values.get(k) for k in ("e", "shortcut", "depth", "split", "layer_scale"))
+    if "split" in values and (isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split <= 1):
+        raise ValueError(f"split={split!r} (fraction of the C3's hidden channels that attention sees) must be a "
+                         "number in (0, 1]")
     if "e" in values and (isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 4):
         raise ValueError(f"e={e!r} (hidden channel ratio) must be a number in (0, 4]")
     if "shortcut" in values and not isinstance(shortcut, bool):
@@ -257,6 +260,8 @@ class C3Attn(_AugmentsStock, C3):
     bottlenecks, whose residual branches (attention, MLP, positional encoding) are scaled by LayerScale gains. Same
     submodule names and shapes as ``C3`` (``cv1, cv2, cv3, m.{i}.cv1/cv2``), so every tensor of a stock C3 transfers;
     loaded from a stock checkpoint the gains start at 0 and the block computes exactly that C3 (``layer_scale: auto``).
+    With ``split < 1`` the attention runs on the first ``split * c_`` hidden channels only and the others pass by
+    (as in YOLOv10's PSA): a cheaper block for large maps.
 
     YAML: ``[-1, n, C3Attn, [c2, kind, {options}]]``, e.g. ``[-1, 3, C3Attn, [512, local, {window: 7, shortcut:
     false}]]`` in the slot of the neck's ``[-1, 3, C3, [512, False]]``.
@@ -267,9 +272,9 @@ class C3Attn(_AugmentsStock, C3):
         n: Number of bottlenecks (as for ``C3``; depth-scaled).
         kind: Attention kind (see :func:`attention_kinds`).
         options: Block options (``shortcut`` (true; false where the stock C3 has ``False``), ``depth`` (1 attention
-            layer), ``layer_scale`` (``auto``), ``heads`` or ``head_dim`` (32), ``mlp_ratio`` (2), ``pos``, ``e``
-            (0.5; another value changes the C3's widths, so its tensors no longer transfer)) and the options of
-            ``kind``.
+            layer), ``split`` (1: attention on all hidden channels), ``layer_scale`` (``auto``), ``heads`` or
+            ``head_dim`` (32), ``mlp_ratio`` (2), ``pos``, ``e`` (0.5; another value changes the C3's widths, so its
+            tensors no longer transfer)) and the options of ``kind``.
 
     Examples:
         >>> C3Attn(64, 128, 1)(torch.randn(1, 64, 20, 20)).shape
@@ -278,17 +283,20 @@ class C3Attn(_AugmentsStock, C3):
 
     def __init__(self, c1: int, c2: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
         _check_n(n, "number of bottlenecks, as for C3")
-        o, rest = _block_options(options, "C3Attn", e=0.5, shortcut=True, depth=1, layer_scale="auto")
+        o, rest = _block_options(options, "C3Attn", e=0.5, shortcut=True, depth=1, split=1.0, layer_scale="auto")
         c_ = int(c2 * o["e"])
         if c_ < 1:
             raise ValueError(f"e={o['e']} leaves no hidden channels at c2={c2}; use a larger e")
+        self.dim = max(int(c_ * o["split"]), 1)  # channels the attention sees
         super().__init__(c1, c2, n, o["shortcut"], 1, o["e"])
         self.layer_scale = o["layer_scale"]
-        self.attn = TransformerStack(c_, o["depth"], kind, rest, _initial_gain(self.layer_scale))
+        self.attn = TransformerStack(self.dim, o["depth"], kind, rest, _initial_gain(self.layer_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, c1, H, W]`` to ``[B, c2, H, W]``."""
-        return self.cv3(torch.cat((self.attn(self.m(self.cv1(x))), self.cv2(x)), 1))
+        y = self.m(self.cv1(x))
+        y = self.attn(y) if self.dim == y.shape[1] else torch.cat((self.attn(y[:, : self.dim]), y[:, self.dim :]), 1)
+        return self.cv3(torch.cat((y, self.cv2(x)), 1))
 
 
 @register_block

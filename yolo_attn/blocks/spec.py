@@ -28,8 +28,8 @@ FAMILIES = {
     "linear": ("linear", "LinearAttention"),
 }
 NOT_FROM_YAML = {"custom"}  # needs a mask tensor
-BLOCK_OPTIONS = ("heads", "head_dim", "mlp_ratio", "pos", "e", "shortcut", "depth", "layer_scale", "qkv_bias",
-                 "attn_drop", "proj_drop")
+BLOCK_OPTIONS = ("heads", "head_dim", "mlp_ratio", "pos", "e", "shortcut", "depth", "split", "layer_scale",
+                 "qkv_bias", "attn_drop", "proj_drop")
 POSITIVE_INTS = ("window", "dilation", "num_clusters", "block_size", "n_iters", "num_global_tokens", "head_dim")
 
 
