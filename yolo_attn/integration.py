@@ -429,7 +429,9 @@ class AttnDetectionTrainer(DetectionTrainer):
         model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
         if weights:
             pretrained = self.args.pretrained
-            label = f"pretrained={transfer.describe(pretrained if isinstance(pretrained, (str, Path)) else weights)}"
+            if not isinstance(pretrained, (str, Path)):  # the model a .pt was loaded from
+                pretrained = getattr(_source_model(weights), "pt_path", None) or weights
+            label = f"pretrained={transfer.describe(pretrained)}"
             self.transfer_report = load_pretrained(model, weights, label, verbose)
         return model
 

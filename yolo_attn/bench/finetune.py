@@ -58,18 +58,26 @@ def _done(run: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
+def _resumable(last: Path) -> bool:
+    """Whether an interrupted run's ``last.pt`` still holds its optimizer (a finished run's has been stripped)."""
+    import torch
+
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not resumable; the run starts again
+        return False
+    return isinstance(ckpt, dict) and ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0
+
+
 def _train(yolo_cfg: str | Path, run: Path, **train_args: Any) -> Any:
-    """Train into ``run`` (a fresh start, or a resume from an interrupted run's ``last.pt``); returns the YOLO."""
+    """Train into ``run``: resume an interrupted run from its ``last.pt``, else start (again) from ``yolo_cfg``."""
     from ..integration import YOLO
 
     last = run / "weights" / "last.pt"
-    if last.is_file():
-        try:
-            yolo = YOLO(str(last))
-            yolo.train(resume=True)
-            return yolo
-        except (AssertionError, FileNotFoundError, KeyError) as e:  # finished (optimizer stripped) or unreadable
-            print(f"bench finetune: {run.name}: cannot resume ({type(e).__name__}: {e}); training again", flush=True)
+    if last.is_file() and _resumable(last):
+        yolo = YOLO(str(last))
+        yolo.train(resume=True)
+        return yolo
     yolo = YOLO(str(yolo_cfg))
     yolo.train(project=str(run.parent), name=run.name, exist_ok=True, plots=False, verbose=False, **train_args)
     return yolo
