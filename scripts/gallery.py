@@ -17,6 +17,7 @@ whether the decoded predictions at step 0 equal the stock model's).
 from __future__ import annotations
 
 import argparse
+import shlex
 import os
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if model in lat and ref in lat:
             ratio = lat[model] / lat[ref]
             verdicts.append(f"{name} = {ratio:.3f} (limit {limit}: {'met' if ratio <= limit else 'MISSED'})")
-    command = "python scripts/gallery.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python scripts/gallery.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = report.header_notes(command.strip()) + [
         f"GFLOPs: torch FlopCounterMode over one forward at {args.imgsz}x{args.imgsz} (1 multiply-add = 2 FLOPs), "
         "convolutions, linear layers and attention matmuls included. "
