@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         + (f"Latency: batch 1, eval, fuse(), {args.threads} threads, median of {args.repeats} interleaved rounds, all "
            "models of a scale in one run." if args.latency_scales else "Latency: not measured in this run."),
         *(["Acceptance ratios (same run): " + "; ".join(verdicts)] if verdicts else []),
-        *([f"{TRANSFER}: tensors of a stock checkpoint (ultralytics' yolov5<scale>.yaml, seeded random weights made "
-           "input-sensitive) that ultralytics' transfer moves into the config, and whether the decoded boxes and "
-           "scores then equal the stock model's within 1e-4 (eval, one random input)."] if args.transfer else []),
+        *([(f"{TRANSFER}: tensors of a stock checkpoint (ultralytics' yolov5<scale>.yaml, seeded random weights made "
+            "input-sensitive) that ultralytics' transfer moves into the config, and whether the decoded boxes and "
+            "scores then equal the stock model's within 1e-4 (eval, one random input).")] if args.transfer else []),
     ]
     block = "\n\n".join([*notes[2:], report.markdown_table(table)])
     for doc in args.docs:

@@ -541,7 +541,6 @@ class YOLO(_UltralyticsYOLO):
         if not isinstance(self.model, nn.Module) or not hasattr(self.model, "load"):
             return super().load(weights)
         box: dict[str, transfer.TransferReport] = {}
-        ultralytics_load = self.model.load
 
         def reporting_load(w: Any, verbose: bool = True) -> None:
             box["report"] = load_pretrained(self.model, w, f"weights={transfer.describe(weights)}", verbose)

@@ -225,8 +225,8 @@ class TransferReport:
             >>> print(r.format().splitlines()[0])
             Transfer from a.pt into b.yaml: 2/2 checkpoint tensors (100.0%) transferred, 1 new, 0 dropped
         """
-        lines = [f"Transfer from {self.source} into {self.target}: {self.transferred}/{self.n_source} checkpoint "
-                 f"tensors ({100 * self.fraction:.1f}%) transferred, {self.new} new, {self.dropped} dropped"]
+        lines = [(f"Transfer from {self.source} into {self.target}: {self.transferred}/{self.n_source} checkpoint "
+                  f"tensors ({100 * self.fraction:.1f}%) transferred, {self.new} new, {self.dropped} dropped")]
         shown = [r for r in self.layers if r.new or r.dropped or r.module != r.source]
         if shown:
             lines.append(f"{'layer':>5}  {'module':<10} {'checkpoint':<10} {'transferred':>11} {'new':>5} "

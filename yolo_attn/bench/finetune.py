@@ -223,12 +223,11 @@ def run_finetune_benchmark(
         r["run"] = _shown(runs / r["run"], out)
     cols = ["config", "map50_95_step0", "map50_95", "delta", "transferred", "stock_tensors", "run"]
     report.write_csv(rows, out / "finetune.csv", cols)
-    notes = report.header_notes(_portable(command)) + [
+    notes = [*report.header_notes(_portable(command)), (
         f"Data {_shown(data)} ({nc} classes). Pretrained model: {where}. Every config loads it (all stock tensors "
         f"transfer; the attention starts as a no-op), is validated (step 0), then fine-tuned {epochs} epochs at imgsz "
         f"{imgsz}, batch {batch}, device {device}, seed {seed} (deterministic), and validated again (the final "
-        "validation of the run). map50_95_step0 should be the same for every config."
-    ]
+        "validation of the run). map50_95_step0 should be the same for every config.")]
     report.write_markdown(rows, out / "finetune.md", "Fine-tuning from a pretrained YOLOv5", notes, cols)
     report.plot_bars({r["config"]: {"step 0": r["map50_95_step0"], f"after {epochs} epochs": r["map50_95"]}
                       for r in rows}, out / "finetune.png",
