@@ -39,7 +39,7 @@ def _shown(path: str | Path, root: Path | None = None) -> str:
             return str(p.resolve().relative_to(root.resolve()))
         except ValueError:
             pass
-    return str(Path(*p.parts[-2:])) if p.is_absolute() else str(p)
+    return str(Path(*p.parts[-2:]))
 
 
 def _portable(command: str) -> str:
