@@ -1,18 +1,23 @@
 #!/usr/bin/env python
-"""Config gallery: parameters, GFLOPs at 640 (attention matmuls included) and CPU latency of every shipped config.
+"""Config gallery: parameters, GFLOPs at 640 (attention matmuls included), CPU latency and the transfer from a stock
+YOLOv5u checkpoint of every shipped config.
 
 Writes ``benchmarks/gallery.md`` and ``benchmarks/gallery.csv``. All latencies of one scale come from one interleaved
 run (:func:`yolo_attn.bench.models.measure_latency`), together with two comparison models that are *not* shipped:
 plain YOLOv5 (``yolov5.yaml``) and ultralytics' own ``C3TR`` in the ``C3Attn`` slot of ``yolov5-c3tr``. The two
 acceptance ratios (``yolov5n-local / yolov5n`` <= 1.25, ``yolov5n-c3tr / C3TR peer`` <= 1.05) are printed and written.
+The transfer column is deterministic (:func:`yolo_attn.bench.models.stock_transfer`: stock tensors that transfer, and
+whether the decoded predictions at step 0 equal the stock model's).
 
-    python scripts/gallery.py                       # params/GFLOPs at n/s/m/l/x, latency at n
+    python scripts/gallery.py                       # params/GFLOPs/transfer at n/s/m/l/x, latency at n
     python scripts/gallery.py --scales n --repeats 5
+    python scripts/gallery.py --latency-scales ""   # no timing (on a loaded machine)
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import os
 import sys
 from pathlib import Path
@@ -33,6 +38,13 @@ RATIOS = {  # name: (model, reference, limit)
 }
 
 
+TRANSFER = "transfer from stock YOLOv5u"
+
+
+def _transfer_cell(t: dict) -> str:
+    return f"{t['transferred']}/{t['stock_tensors']}, step-0 equal: {'yes' if t['step0_equal'] else 'no'}"
+
+
 def _replace_marked(path: Path, block: str) -> None:
     """Replace the text between the gallery markers of ``path`` (files without both markers are left alone)."""
     start, end = "<!-- gallery:start -->", "<!-- gallery:end -->"
@@ -49,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--repeats", type=int, default=15, help="interleaved timed rounds (median reported)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=True,
+                    help="add the 'transfer from stock YOLOv5u' column (deterministic)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
     ap.add_argument("--docs", type=Path, nargs="*", default=[ROOT / "README.md"],
                     help="markdown files whose <!-- gallery:start --> ... <!-- gallery:end --> section is replaced")
@@ -56,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = ["yolov5.yaml"] + sorted(p.name for p in CONFIG_DIR.glob("yolov5-*.yaml"))
     extra = {PEER: lambda s: c3tr_peer_config(f"yolov5{s}-c3tr.yaml")}
-    rows = gallery(configs, args.scales, args.latency_scales, args.imgsz, extra=extra, repeats=args.repeats,
-                   threads=args.threads)
+    rows = gallery(configs, args.scales, args.latency_scales, args.imgsz, extra=extra, transfer=args.transfer,
+                   repeats=args.repeats, threads=args.threads)
     base = {r["scale"]: r["latency_ms"] for r in rows if r["config"] == "yolov5"}
     def label(r: dict) -> str:
         return f"{PEER} ({r['scale']})" if r["config"] == PEER else r["config"].replace("yolov5", "yolov5" + r["scale"], 1)
@@ -69,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             f"GFLOPs@{args.imgsz}": round(r["gflops"], 2),
             f"CPU ms@{args.imgsz}": None if r["latency_ms"] is None else round(r["latency_ms"], 1),
             "x yolov5": None if r["latency_ms"] is None else round(r["latency_ms"] / base[r["scale"]], 3),
+            **({TRANSFER: _transfer_cell(r["transfer"])} if "transfer" in r else {}),
         }
         for r in sorted(rows, key=lambda r: ("nsmlx".index(r["scale"]), r["config"] != "yolov5", r["config"] == PEER))
     ]
@@ -78,12 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         if model in lat and ref in lat:
             ratio = lat[model] / lat[ref]
             verdicts.append(f"{name} = {ratio:.3f} (limit {limit}: {'met' if ratio <= limit else 'MISSED'})")
-    command = "python scripts/gallery.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python scripts/gallery.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = report.header_notes(command.strip()) + [
         f"GFLOPs: torch FlopCounterMode over one forward at {args.imgsz}x{args.imgsz} (1 multiply-add = 2 FLOPs), "
-        "convolutions, linear layers and attention matmuls included. Latency: batch 1, eval, fuse(), "
-        f"{args.threads} threads, median of {args.repeats} interleaved rounds, all models of a scale in one run.",
-        "Acceptance ratios (same run): " + "; ".join(verdicts),
+        "convolutions, linear layers and attention matmuls included. "
+        + (f"Latency: batch 1, eval, fuse(), {args.threads} threads, median of {args.repeats} interleaved rounds, all "
+           "models of a scale in one run." if args.latency_scales else "Latency: not measured in this run."),
+        *(["Acceptance ratios (same run): " + "; ".join(verdicts)] if verdicts else []),
+        *([(f"{TRANSFER}: tensors of a stock checkpoint (ultralytics' yolov5<scale>.yaml, seeded random weights made "
+            "input-sensitive) that ultralytics' transfer moves into the config, and whether the decoded boxes and "
+            "scores then equal the stock model's within 1e-4 (eval, one random input).")] if args.transfer else []),
     ]
     block = "\n\n".join([*notes[2:], report.markdown_table(table)])
     for doc in args.docs:

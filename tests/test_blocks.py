@@ -1,5 +1,6 @@
-"""Blocks: every attention kind inside C3Attn / AttnBlock / BoTBlock, positional encodings, the ViT stem, the C3TR
-drop-in, and YAML argument validation (errors name the layer, the argument and the allowed values)."""
+"""Blocks: every attention kind inside C3Attn / AttnBlock / BoTBlock, positional encodings, the ViT stem, the blocks'
+C3 layout (they augment ultralytics' C3), and YAML argument validation (errors name the layer, the argument and the
+allowed values)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import yaml
 
 import yolo_attn  # noqa: F401  (registers the blocks)
 from conftest import CONFIGS, REPO
-from ultralytics.nn.modules import C3TR
+from ultralytics.nn.modules import C3, C3TR
 from ultralytics.nn.tasks import DetectionModel
 from yolo_attn.attention.posenc import POS_ENCODINGS
 from yolo_attn.blocks import AttnBlock, BoTBlock, C3Attn, PatchEmbed, attention_kinds, build_attention
@@ -94,14 +95,43 @@ def test_patch_embed_is_a_patch_conv():
     assert pe(torch.randn(1, 3, 64, 48)).shape == (1, 32, 16, 12)
 
 
-def test_c3attn_full_is_a_c3tr_drop_in():
+@pytest.mark.parametrize("block_cls, options", [(C3Attn, {}), (C3Attn, {"shortcut": False, "depth": 2}),
+                                                 (BoTBlock, {}), (BoTBlock, {"shortcut": False})])
+def test_block_augments_stock_c3(block_cls, options):
+    """Same submodule names and shapes as ultralytics' C3 (n = bottlenecks, shortcut as C3); attention is extra."""
+    ours = block_cls(128, 256, 3, "full", options)
+    stock = C3(128, 256, 3, options.get("shortcut", True))
+    assert isinstance(ours, C3)
+    mine, theirs = ours.state_dict(), stock.state_dict()
+    assert {k: v.shape for k, v in theirs.items()} == {k: mine[k].shape for k in ours.stock_keys()}
+    branches = ("attn.",) if block_cls is C3Attn else tuple(f"m.{i}.branch." for i in range(3))
+    extra = set(mine) - set(theirs)
+    assert extra and all(k.startswith(branches) for k in extra)
+    assert [b.add for b in ours.m] == [b.add for b in stock.m] == [options.get("shortcut", True)] * 3
+    if block_cls is C3Attn:
+        assert ours.attn.kind == "full" and len(ours.attn) == options.get("depth", 1)
+    x = torch.randn(1, 128, 10, 10)
+    assert ours(x).shape == stock(x).shape == (1, 256, 10, 10)
+
+
+def test_c3attn_split_runs_attention_on_part_of_the_channels():
+    block = C3Attn(32, 64, 1, "local", {"window": 3, "split": 0.25, "heads": 2})
+    assert block.dim == 8 and block.attn.layers[0].norm1.normalized_shape == (8,)
+    x = torch.randn(2, 32, 6, 7)
+    hidden = block.m(block.cv1(x))
+    seen = {}
+    block.attn.register_forward_hook(lambda m, args, out: seen.update(inp=args[0], out=out))
+    y = block(x)
+    assert y.shape == (2, 64, 6, 7) and torch.equal(seen["inp"], hidden[:, :8])
+    assert not torch.equal(seen["out"], seen["inp"])  # the attention changes its channels (gains 1)
+    torch.testing.assert_close(y, block.cv3(torch.cat((seen["out"], hidden[:, 8:], block.cv2(x)), 1)))
+
+
+def test_c3tr_peer_has_the_same_convolutions():
+    """C3TR (ultralytics' C3 with transformer layers for bottlenecks) and C3Attn share cv1/cv2/cv3."""
     ours, theirs = C3Attn(128, 256, 3), C3TR(128, 256, 3)
-    assert [type(m).__name__ for m in (ours.cv1, ours.cv2, ours.cv3)] == ["Conv"] * 3
     for a, b in ((ours.cv1, theirs.cv1), (ours.cv2, theirs.cv2), (ours.cv3, theirs.cv3)):
         assert a.conv.weight.shape == b.conv.weight.shape
-    assert len(ours.m) == 3 and ours.m.kind == "full"
-    x = torch.randn(1, 128, 20, 20)
-    assert ours(x).shape == theirs(x).shape
 
 
 def test_heads_default_divides_at_every_width():
@@ -135,6 +165,14 @@ def _yaml_with(layer13: str, scale: str = "n") -> dict:
         ("  - [-1, 1, C3Attn, [512, local, {pos: rope}]]", ["layer 13", "pos='rope'", "sincos", "cpe"]),
         ("  - [-1, 1, C3Attn, [512, mixed, {heads: {local: 2, foo: 1}}]]", ["layer 13", "'foo'", "local"]),
         ("  - [-1, 1, C3Attn, [512, tokens, {pos: rel}]]", ["layer 13", "pos='rel'", "cpe"]),
+        ("  - [-1, 3, C3Attn, [512, local, {shortcut: 0}]]", ["layer 13", "shortcut=0", "true or false"]),
+        ("  - [-1, 3, C3Attn, [512, local, {depth: 0}]]", ["layer 13", "depth=0", "int >= 1"]),
+        ("  - [-1, 3, C3Attn, [512, local, {split: 1.5}]]", ["layer 13", "split=1.5", "(0, 1]"]),
+        ("  - [-1, 3, BoTBlock, [512, full, {split: 0.5}]]", ["layer 13", "'split'", "not used by BoTBlock"]),
+        ("  - [-1, 3, C3Attn, [512, local, {layer_scale: -1}]]", ["layer 13", "layer_scale=-1", "auto", ">= 0"]),
+        ("  - [-1, 3, C3Attn, [512, local, {shortcut: False, shortcuts: 1}]]", ["layer 13", "'shortcuts'", "shortcut"]),
+        ("  - [-1, 1, AttnBlock, [512, local, {shortcut: false}]]", ["layer 13", "'shortcut'", "not used by AttnBlock"]),
+        ("  - [-1, 3, BoTBlock, [512, full, {depth: 2}]]", ["layer 13", "'depth'", "not used by BoTBlock"]),
         ("  - [-1, 2, PatchEmbed, [512, 4]]", ["layer 13", "number=2"]),
         ("  - [-1, 1, PatchEmbed, [512, 0]]", ["layer 13", "patch=0"]),
     ],
@@ -149,7 +187,7 @@ def test_invalid_yaml_fails_at_build_naming_layer_argument_allowed(layer, must_c
 def test_stride_alias_and_yaml_types_survive():
     d = _yaml_with("  - [-1, 1, C3Attn, [512, stride, {window: 5, dilation: 2, pos: sincos, mlp_ratio: 1.5}]]")
     block = DetectionModel(d, verbose=False).model[13]
-    assert block.m.kind == "dilated" and block.m.pos_kind == "sincos"
+    assert block.attn.kind == "dilated" and block.attn.pos_kind == "sincos"
 
 
 def test_gflops_count_includes_attention_matmuls():

@@ -126,8 +126,12 @@ def test_gallery_script_writes_table_and_ratios(tmp_path):
     argv = ["--scales", "n", "--imgsz", "128", "--repeats", "1", "--out", str(tmp_path), "--docs", str(doc)]
     assert gallery["main"](argv) == 0
     table = (tmp_path / "gallery.md").read_text()
+    lines = table.splitlines()
+    assert "transfer from stock YOLOv5u" in next(line for line in lines if line.startswith("| config |"))
     for name in ATTN_CONFIGS:
-        assert f"| {name.replace('yolov5', 'yolov5n')[:-5]} |" in table
+        row = next(line for line in lines if line.startswith(f"| {name.replace('yolov5', 'yolov5n')[:-5]} |"))
+        assert row.endswith(", step-0 equal: yes |"), row  # every stock tensor transfers too (tests/test_transfer.py)
+    assert next(line for line in lines if line.startswith("| peer: ultralytics C3TR")).endswith("step-0 equal: no |")
     assert "yolov5n-local / yolov5n = " in table and "ultralytics C3TR peer = " in table
     text = doc.read_text()
     assert "old" not in text and "| yolov5n-local |" in text and text.startswith("intro") and text.endswith("outro\n")

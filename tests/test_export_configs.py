@@ -144,5 +144,5 @@ def test_dynamic_export_runs_at_other_sizes(cfg, tmp_path):
 
 def test_dynamic_export_refused_for_fixed_size_attention():
     model = yolo_attn.YOLO("yolov5n-window.yaml").model
-    with pytest.raises(workflows.WorkflowError, match=r"dynamic=True: layer 12 C3Attn \(window\)"):
+    with pytest.raises(workflows.WorkflowError, match=r"dynamic=True: layer 13 C3Attn \(window\)"):
         workflows.check_dynamic_export(model)

@@ -35,6 +35,7 @@ from .integration import (
     register_block,
     registered_blocks,
 )
+from .transfer import TransferError
 
 __version__ = "0.1.0"
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "YOLO",
     "Attention",
     "AttnDetectionTrainer",
+    "TransferError",
     "YamlConfigError",
     "attend",
     "pattern_mask",

@@ -7,7 +7,6 @@ Each failure is a :class:`WorkflowError` whose one-line message names the value 
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from . import integration
 from .integration import YOLO
+from .transfer import TransferError, check_checkpoint_path
 
 __all__ = ["IMAGE_SUFFIXES", "WorkflowError", "check_dynamic_export", "check_imgsz", "check_labels", "load_model"]
 
@@ -42,10 +42,10 @@ def load_model(model: str) -> YOLO:
     """
     if Path(model).suffix.lower() not in _WEIGHT_SUFFIXES:
         return YOLO(model)
-    size = Path(model).stat().st_size
-    if not zipfile.is_zipfile(model):  # torch.save writes a zip archive; truncation loses its central directory
-        raise WorkflowError(f"model={model} is not a readable checkpoint ({size} bytes: empty, truncated or not "
-                            "written by torch.save); use weights/best.pt or weights/last.pt of a finished run")
+    try:
+        check_checkpoint_path(model, "model")
+    except TransferError as e:
+        raise WorkflowError(str(e)) from None
     expected = "expected weights/best.pt or last.pt of a yolo-attn/ultralytics training run, or YOLO.save()"
     try:
         yolo = YOLO(model)

@@ -34,6 +34,7 @@ from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg, merge_equals_args, parse_
 
 from . import __version__, registered_blocks, workflows  # noqa: E402
 from .integration import CONFIG_DIR, YamlConfigError, ensure_fonts  # noqa: E402
+from .transfer import TransferError  # noqa: E402
 
 EXTRA_KEYS = {"parity": True}  # yolo_attn's own keys (export: run the exported file against PyTorch)
 ALWAYS_TRUE_FLAGS = {"half", "int8", "end2end", "nms"}  # bare flags ultralytics treats as True (defaults None)
@@ -211,10 +212,11 @@ def help_text() -> str:
         "  yolo-attn train                                    # default attention model on the synthetic shapes set",
         "  yolo-attn train model=yolov5n-c3tr.yaml data=data/shapes.yaml epochs=50 imgsz=640 device=0",
         "  yolo-attn train resume model=runs/detect/train/weights/last.pt",
+        "  yolo-attn train model=yolov5s-local.yaml pretrained=yolov5su.pt data=my.yaml   # fine-tune from stock YOLOv5u",
         "  yolo-attn val model=runs/detect/train/weights/best.pt",
         "  yolo-attn predict model=best.pt source=path/to/images conf=0.25",
         "  yolo-attn export model=best.pt format=onnx         # also torchscript and every other ultralytics format",
-        "  yolo-attn bench attention|models|accuracy          # cost / accuracy benchmarks -> benchmarks/",
+        "  yolo-attn bench attention|models|accuracy|finetune # cost / accuracy benchmarks -> benchmarks/",
         "  yolo-attn bench gpu [part=kernels|train|infer|amp] [quick=True]  # the CUDA study -> benchmarks/gpu.*",
         "  yolo-attn info model=yolov5n-local.yaml imgsz=640  # per-layer tokens, attention FLOPs and memory",
         "  yolo-attn show pattern=local window=3 size=8x8     # the mask as a grid picture (PNG)",
@@ -261,7 +263,7 @@ def entrypoint(argv: Sequence[str] | None = None) -> int:
             return 0
         ensure_fonts()
         MODES[mode](args)
-    except (UsageError, workflows.WorkflowError, YamlConfigError) as e:
+    except (UsageError, workflows.WorkflowError, YamlConfigError, TransferError) as e:
         print(f"yolo-attn: error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:

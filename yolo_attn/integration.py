@@ -8,7 +8,9 @@ This is the only module that touches ultralytics internals. It
   by the width multiple and capped by ``max_channels``, and the repeat count scaled by the depth multiple;
 - turns an unknown YAML module name into an error that names the name, the layer and what is available;
 - puts our classes on torch's safe-globals list (``ULTRALYTICS_SAFE_LOAD=1``);
-- provides the :class:`YOLO` model class and the :class:`AttnDetectionTrainer` that DDP workers import.
+- provides the :class:`YOLO` model class and the :class:`AttnDetectionTrainer` that DDP workers import;
+- loads pretrained weights through ultralytics' own transfer (``DetectionModel.load``) after the checks of
+  :mod:`yolo_attn.transfer`, and prints its per-layer transfer report (:func:`load_pretrained`).
 
 How the channel inference works: ultralytics infers channels only for modules in two sets built inside
 ``parse_model`` (identity membership, so subclasses do not qualify). The wrapper hands each of our layers to the
@@ -39,12 +41,16 @@ import ultralytics.nn.tasks as tasks
 from ultralytics.models import YOLO as _UltralyticsYOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 
+from . import transfer
+
 __all__ = [
     "TESTED_ULTRALYTICS",
     "YOLO",
     "AttnDetectionTrainer",
     "YamlConfigError",
     "install",
+    "load_pretrained",
+    "read_checkpoint",
     "register_block",
     "registered_blocks",
     "resolve_config",
@@ -324,13 +330,110 @@ def _offline_aware_check_amp(model: nn.Module) -> bool:
     return check_amp(model)
 
 
+# ------------------------------------------------------------------------------------------------ pretrained weights
+def read_checkpoint(path: str | Path, key: str = "pretrained") -> nn.Module:
+    """Load a checkpoint's model with ultralytics' own loader, after :func:`yolo_attn.transfer.check_checkpoint_path`.
+
+    Args:
+        path: Local ``.pt`` file.
+        key: Argument name for messages (``pretrained``, ``weights``).
+
+    Returns:
+        The checkpoint's model (EMA weights when present, as ultralytics picks them).
+
+    Raises:
+        yolo_attn.transfer.TransferError: Missing file, URL, not a torch archive, or a torch file that holds no
+            ultralytics model (a bare ``state_dict``, a torchvision model, ...).
+    """
+    from ultralytics.utils.checks import check_yolov5u_filename
+
+    transfer.check_checkpoint_path(path, key)
+    swapped = check_yolov5u_filename(str(path), verbose=False)
+    if swapped != str(path):  # ultralytics would load (and download) this other file instead
+        raise transfer.TransferError(
+            f"{key}={path}: ultralytics reads this name as the original YOLOv5 repo's weights and would fetch "
+            f"{Path(swapped).name} instead; if it is an ultralytics checkpoint, rename it (e.g. {Path(swapped).name})")
+    try:
+        model, _ = tasks.load_checkpoint(str(path))
+    except (TypeError, AttributeError, KeyError, IndexError, RuntimeError, EOFError, OSError, ImportError,
+            ModuleNotFoundError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0].replace("ERROR ❌️ ", "").strip()
+        raise transfer.TransferError(f"{key}={path} is not an ultralytics/yolo_attn checkpoint ({type(e).__name__}: "
+                                     f"{first[:200]}); pass weights/best.pt of a training run or e.g. yolov5nu.pt"
+                                     ) from None
+    if not isinstance(model, nn.Module) or not hasattr(model, "stride"):
+        raise transfer.TransferError(f"{key}={path} is not an ultralytics/yolo_attn checkpoint (holds "
+                                     f"{type(model).__name__}); pass weights/best.pt of a training run or yolov5nu.pt")
+    return model
+
+
+def _source_model(weights: Any) -> nn.Module:
+    """The module ultralytics' ``DetectionModel.load`` takes its tensors from (EMA first, as it does)."""
+    return (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
+
+
+def load_pretrained(model: nn.Module, weights: Any, label: str, verbose: bool = True) -> transfer.TransferReport:
+    """Move pretrained weights into ``model`` with ultralytics' transfer; check first, report after.
+
+    The checkpoint must fit (:func:`yolo_attn.transfer.check_fits`: same family and scale), else nothing is loaded.
+    ultralytics' ``DetectionModel.load`` then copies every tensor that matches by name and shape (and rebuilds the
+    class outputs for another ``nc``); our blocks, seeing their stock tensors without their attention tensors, set
+    their attention gains to 0 (``layer_scale: auto``). The per-layer report is logged through ultralytics' logger.
+
+    Args:
+        model: The ``DetectionModel`` to fill.
+        weights: The checkpoint's model (or checkpoint dict), as ``DetectionModel.load`` takes it.
+        label: How the user named the weights, for messages (``pretrained=yolov5su.pt``).
+        verbose: Log the report.
+
+    Returns:
+        The :class:`yolo_attn.transfer.TransferReport`.
+    """
+    from ultralytics.utils import LOGGER as ULOG
+    from ultralytics.utils import RANK
+
+    source = _source_model(weights)
+    transfer.check_fits(model, source, label)
+    type(model).load(model, weights, verbose=False)  # the class's load: YOLO.load wraps this instance's
+    name = label.split("=", 1)[-1]
+    report = transfer.build_report(model, source, name)
+    if verbose and RANK in {-1, 0}:
+        for line in report.format().splitlines():
+            ULOG.info(line)
+    return report
+
+
 class AttnDetectionTrainer(DetectionTrainer):
     """ultralytics' detection trainer, living in yolo_attn.
 
     Multi-GPU training pickles the trainer class into the DDP launch file; because this class lives in yolo_attn,
     every worker imports yolo_attn (registering our blocks) before it rebuilds the model from the YAML. Offline, the
-    CUDA AMP check runs without its reference-weight download (:func:`_offline_aware_check_amp`).
+    CUDA AMP check runs without its reference-weight download (:func:`_offline_aware_check_amp`). Pretrained weights
+    (``pretrained=...pt``, or the model a ``.pt`` was loaded from) go through :func:`load_pretrained`: checked,
+    transferred by ultralytics, reported by layer (``self.transfer_report``).
     """
+
+    transfer_report: transfer.TransferReport | None = None
+
+    def get_model(self, cfg: str | dict | None = None, weights: nn.Module | None = None, verbose: bool = True):
+        """Build the detection model from ``cfg``; load ``weights`` with the transfer report.
+
+        Args:
+            cfg: Model config path or dict.
+            weights: Pretrained model to load.
+            verbose: Print model info and the transfer report.
+
+        Returns:
+            The ``DetectionModel``.
+        """
+        model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
+        if weights:
+            pretrained = self.args.pretrained
+            if not isinstance(pretrained, (str, Path)):  # the model a .pt was loaded from
+                pretrained = getattr(_source_model(weights), "pt_path", None) or weights
+            label = f"pretrained={transfer.describe(pretrained)}"
+            self.transfer_report = load_pretrained(model, weights, label, verbose)
+        return model
 
     def _setup_train(self) -> None:
         import ultralytics.engine.trainer as trainer_module
@@ -417,6 +520,53 @@ class YOLO(_UltralyticsYOLO):
         mapping = dict(super().task_map)
         mapping["detect"] = {**mapping["detect"], "trainer": AttnDetectionTrainer}
         return mapping
+
+    def load(self, weights: str | Path | dict | nn.Module = "yolov5nu.pt") -> YOLO:
+        """ultralytics' ``load`` (transfer by name and shape) with checks first and a per-layer report after.
+
+        A stock checkpoint loads into every shipped config; the attention then starts as an exact no-op. The report
+        is logged and kept as ``self.transfer_report``.
+
+        Args:
+            weights: Local checkpoint path (never downloaded), checkpoint dict or model.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            yolo_attn.transfer.TransferError: Missing or unreadable file, or a checkpoint of another family / scale.
+        """
+        if isinstance(weights, (str, Path)):
+            read_checkpoint(weights, "weights")  # one-line errors before ultralytics (which would download)
+        if not isinstance(self.model, nn.Module) or not hasattr(self.model, "load"):
+            return super().load(weights)
+        box: dict[str, transfer.TransferReport] = {}
+
+        def reporting_load(w: Any, verbose: bool = True) -> None:
+            box["report"] = load_pretrained(self.model, w, f"weights={transfer.describe(weights)}", verbose)
+
+        self.model.load = reporting_load  # this instance only, for the duration of the call
+        try:
+            super().load(weights)
+        finally:
+            del self.model.load
+        self.transfer_report = box.get("report")
+        return self
+
+    def train(self, trainer: Any = None, **kwargs: Any) -> Any:
+        """ultralytics' ``train``; a ``pretrained=path`` is checked first (exists, readable, fits this model).
+
+        Args:
+            trainer: Custom trainer class (default :class:`AttnDetectionTrainer`).
+            **kwargs: ultralytics train arguments.
+
+        Returns:
+            ultralytics' training metrics.
+        """
+        pretrained = kwargs.get("pretrained")
+        if isinstance(pretrained, (str, Path)) and isinstance(self.model, nn.Module):
+            transfer.check_fits(self.model, read_checkpoint(pretrained), f"pretrained={pretrained}")
+        return super().train(trainer=trainer, **kwargs)
 
 
 # ------------------------------------------------------------------------------- workflows (yolo_attn/workflows.py)

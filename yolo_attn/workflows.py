@@ -41,6 +41,7 @@ from .checks import (
 )
 from .data import shapes_dataset
 from .integration import YOLO
+from .transfer import check_checkpoint_path
 
 __all__ = [
     "FALLBACK_MODEL",
@@ -213,7 +214,9 @@ def train(model: str | Path | None = None, data: str | Path | None = None, **ove
     Args:
         model: Config (``yolov5n-c3tr.yaml``), checkpoint, or ``last.pt`` to resume; None for :func:`default_model`.
         data: Data YAML; None for the shapes dataset (see :func:`resolve_data`).
-        **overrides: Any ultralytics train argument (``epochs``, ``imgsz``, ``device``, ``batch``, ``project``, ...).
+        **overrides: Any ultralytics train argument (``epochs``, ``imgsz``, ``device``, ``batch``, ``project``, ...);
+            ``pretrained=path.pt`` fine-tunes from that checkpoint (e.g. a stock ``yolov5su.pt``), with a per-layer
+            transfer report; it must exist locally and fit the model (:mod:`yolo_attn.transfer`).
 
     Returns:
         Path of ``best.pt`` (``last.pt`` when no best was written).
@@ -222,6 +225,8 @@ def train(model: str | Path | None = None, data: str | Path | None = None, **ove
     if resume and not isinstance(resume, bool):  # resume=path/to/last.pt: ultralytics' other spelling
         model, overrides["resume"] = resume, True
     model = resolve_model(model)
+    if isinstance(overrides.get("pretrained"), (str, Path)) and not resume:  # before any data work; never download
+        check_checkpoint_path(overrides["pretrained"], "pretrained")
     if resume:
         if Path(model).suffix not in _WEIGHT_SUFFIXES:
             raise WorkflowError(f"resume needs model=path/to/last.pt of the interrupted run, got model={model}")

@@ -30,8 +30,10 @@ __all__ = [
     "count_gflops",
     "count_params",
     "gallery",
+    "make_sensitive",
     "measure_latency",
     "model_report",
+    "stock_transfer",
 ]
 
 
@@ -175,12 +177,96 @@ def model_report(cfg: str | Path | dict, imgsz: int | tuple[int, int] = 640, lat
     return {"params": count_params(model), "gflops": count_gflops(model, imgsz), "latency_ms": ms}
 
 
+@torch.no_grad()
+def make_sensitive(model: nn.Module, imgsz: int = 64, seed: int = 0) -> nn.Module:
+    """Make a randomly initialised detector's outputs depend on its input (in place), deterministically.
+
+    A fresh detector's BatchNorms are identities and its class biases very negative, so its decoded outputs barely
+    change with the input (measured: 3e-5 px, 4e-11 in the scores) and comparing two models on them proves nothing.
+    Here every BatchNorm gets a random affine and running statistics calibrated on a random batch (activations of
+    unit scale at every depth), and the class-output biases are zeroed.
+
+    Args:
+        model: A detection model (``model.model[-1]`` a ``Detect`` head).
+        imgsz: Side of the random calibration batch.
+        seed: Seed.
+
+    Returns:
+        ``model``, in eval mode.
+
+    Examples:
+        >>> m = make_sensitive(build_model("yolov5n.yaml"))
+        >>> a, b = (m(torch.rand(1, 3, 64, 64))[0] for _ in range(2))
+        >>> bool((a - b).abs().max() > 1)
+        True
+    """
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.weight.data = torch.rand(m.num_features, generator=gen) + 0.5
+        m.bias.data = torch.randn(m.num_features, generator=gen) * 0.1
+        m.momentum = 1.0  # running statistics := the calibration batch's
+    for branch in getattr(model.model[-1], "cv3", []):
+        branch[-1].bias.data.zero_()
+    model.train()(torch.rand(2, 3, imgsz, imgsz, generator=gen))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
+
+
+@torch.no_grad()
+def stock_transfer(model: nn.Module, scale: str, imgsz: int = 128, seed: int = 0, atol: float = 1e-4) -> dict:
+    """How a stock YOLOv5u checkpoint transfers into ``model``, and whether the result predicts what the stock does.
+
+    A stock model (ultralytics' own ``yolov5{scale}.yaml``, same ``nc``) with seeded random weights, made input-sensitive
+    by :func:`make_sensitive`, stands in for ``yolov5{scale}u.pt``; it is loaded into a copy of ``model`` through
+    :func:`yolo_attn.integration.load_pretrained` (ultralytics' transfer), and both run in eval mode on one seeded
+    random input. Deterministic; no timing.
+
+    Args:
+        model: A detection model built from a config (left unchanged).
+        scale: Scale letter of the stock model to transfer from.
+        imgsz: Side of the test input.
+        seed: Seed of the stock weights and the input.
+        atol: Largest allowed difference of the decoded boxes and scores for ``step0_equal``.
+
+    Returns:
+        ``dict(transferred, stock_tensors, fraction, step0_equal, max_diff)``: tensors of the stock checkpoint that
+        transferred, their total, the fraction, whether the decoded predictions agree within ``atol``, and the largest
+        difference.
+
+    Examples:
+        >>> r = stock_transfer(build_model("yolov5n-local.yaml"), "n", imgsz=64)
+        >>> r["fraction"], r["step0_equal"]
+        (1.0, True)
+    """
+    from ultralytics.nn.tasks import DetectionModel
+
+    from ..integration import load_pretrained
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        stock = DetectionModel(f"yolov5{scale}.yaml", nc=getattr(model, "nc", 80), verbose=False)
+    make_sensitive(stock, imgsz, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    target = copy.deepcopy(model)
+    report = load_pretrained(target, stock, f"weights=yolov5{scale}u (random)", verbose=False)
+    x = torch.rand(1, 3, imgsz, imgsz, generator=gen)
+    want = stock.eval()(x)[0]
+    got = target.eval()(x)[0]
+    diff = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
+    return {"transferred": report.transferred, "stock_tensors": report.n_source, "fraction": report.fraction,
+            "step0_equal": diff <= atol, "max_diff": diff}
+
+
 def gallery(
     configs: Iterable[str],
     scales: Iterable[str] = ("n",),
     latency_scales: Iterable[str] = ("n",),
     imgsz: int = 640,
     extra: Mapping[str, Callable[[str], dict]] | None = None,
+    transfer: bool = False,
     **kw,
 ) -> list[dict]:
     """Rows of the config gallery; all latencies of a scale are measured in one interleaved run.
@@ -191,10 +277,11 @@ def gallery(
         latency_scales: Scales whose latency is measured.
         imgsz: Input size.
         extra: ``{row name: scale -> model dict}`` of comparison models, timed with the configs of each scale.
+        transfer: Also check the transfer from a stock YOLOv5u checkpoint (:func:`stock_transfer`; deterministic).
         **kw: Passed to :func:`measure_latency`.
 
     Returns:
-        One dict per (config, scale): ``config, scale, params, gflops, latency_ms``.
+        One dict per (config, scale): ``config, scale, params, gflops, latency_ms`` (+ ``transfer``).
     """
     rows = []
     for s in scales:
@@ -207,5 +294,5 @@ def gallery(
         lat = measure_latency(models, imgsz, **kw) if s in latency_scales else {}
         for k, m in models.items():
             rows.append({"config": k, "scale": s, "params": count_params(m), "gflops": count_gflops(m, imgsz),
-                         "latency_ms": lat.get(k)})
+                         "latency_ms": lat.get(k), **({"transfer": stock_transfer(m, s)} if transfer else {})})
     return rows

@@ -31,7 +31,8 @@ FAMILIES = {
     "routing": ("routing", "RoutingAttention"),
 }
 NOT_FROM_YAML = {"custom"}  # needs a mask tensor
-BLOCK_OPTIONS = ("heads", "head_dim", "mlp_ratio", "pos", "e", "qkv_bias", "attn_drop", "proj_drop")
+BLOCK_OPTIONS = ("heads", "head_dim", "mlp_ratio", "pos", "e", "shortcut", "depth", "split", "layer_scale",
+                 "qkv_bias", "attn_drop", "proj_drop")
 POSITIVE_INTS = ("window", "dilation", "num_clusters", "block_size", "n_iters", "num_global_tokens", "head_dim")
 
 
@@ -133,7 +134,7 @@ def build_attention(dim: int, kind: str = "full", options: Mapping | None = None
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
         raise ValueError(
             f"heads={heads!r} does not divide the {dim} attention channels at this layer and scale "
-            f"(c_ = e * c2 = {dim}); use a divisor of {dim}, or head_dim: N to derive heads per scale"
+            f"(e * c2, times split where given); use a divisor of {dim}, or head_dim: N to derive heads per scale"
         )
     rest = {k: opts.pop(k) for k in ("mlp_ratio", "e") if k in opts}
     if pos == "rel":

@@ -1,0 +1,235 @@
+"""``yolo-attn bench finetune``: fine-tune plain YOLOv5 and attention configs from the same pretrained YOLOv5.
+
+1. The pretrained model: a given checkpoint of the stock YOLOv5 layout (``pretrained=...pt``), or a plain
+   ``yolov5n.yaml`` trained here on the same data for ``pretrain_epochs`` (the recorded run
+   ``<out>/finetune_runs/pretrain-<config>``).
+2. For every config: load the pretrained weights (:meth:`yolo_attn.YOLO.load`: every stock tensor transfers and the
+   attention starts as a no-op) and validate (mAP50-95 at step 0, which must equal the pretrained model's), then
+   fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
+3. Write ``finetune.csv``, ``finetune.md`` (machine, versions, command, dataset, schedule) and ``finetune.png``.
+
+Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
+training resumes from its ``last.pt``. Reports name files relative to the output directory, never absolute paths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import report
+
+__all__ = ["DEFAULT_CONFIGS", "finetune_once", "pretrain", "run_finetune_benchmark"]
+
+#: Plain YOLOv5n first (the reference), then three attention configs.
+DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
+MAP = "metrics/mAP50-95(B)"
+
+
+def _shown(path: str | Path, root: Path | None = None) -> str:
+    """A path for reports: relative to ``root`` when inside it, else its last two parts (never absolute)."""
+    p = Path(str(path))
+    if root is not None:
+        try:
+            return str(p.resolve().relative_to(root.resolve()))
+        except ValueError:
+            pass
+    return str(Path(*p.parts[-2:]))
+
+
+def _portable(command: str) -> str:
+    """The command line with absolute paths shortened to their last two parts (reports never show them)."""
+    words = []
+    for w in command.split(" "):
+        key, sep, value = w.rpartition("=")
+        if value.startswith(("/", "~")) and len(Path(value).parts) > 2:
+            value = str(Path("...", *Path(value).parts[-2:]))
+        words.append(f"{key}{sep}{value}")
+    return " ".join(words)
+
+
+def _done(run: Path) -> dict | None:
+    f = run / "result.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _resumable(last: Path) -> bool:
+    """Whether an interrupted run's ``last.pt`` still holds its optimizer (a finished run's has been stripped)."""
+    import torch
+
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not resumable; the run starts again
+        return False
+    return isinstance(ckpt, dict) and ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0
+
+
+def _train(yolo_cfg: str | Path, run: Path, **train_args: Any) -> Any:
+    """Train into ``run``: resume an interrupted run from its ``last.pt``, else start (again) from ``yolo_cfg``."""
+    from ..integration import YOLO
+
+    last = run / "weights" / "last.pt"
+    if last.is_file() and _resumable(last):
+        yolo = YOLO(str(last))
+        yolo.train(resume=True)
+        return yolo
+    yolo = YOLO(str(yolo_cfg))
+    yolo.train(project=str(run.parent), name=run.name, exist_ok=True, plots=False, verbose=False, **train_args)
+    return yolo
+
+
+def _final_map(yolo: Any) -> float:
+    metrics = getattr(yolo.trainer, "metrics", None) or {}
+    return float(metrics.get(MAP, float("nan")))
+
+
+def pretrain(cfg: str, data: str, runs: Path, epochs: int, **train_args: Any) -> Path:
+    """Train the plain "pretrained" model from scratch (skipped when its run has finished before).
+
+    Args:
+        cfg: Plain config (``yolov5n.yaml``).
+        data: Data YAML.
+        runs: Directory of the benchmark's runs.
+        epochs: Epochs.
+        **train_args: ``imgsz``, ``batch``, ``device``, ``seed``, ... for ``train``.
+
+    Returns:
+        Path of the pretrained checkpoint (``best.pt``).
+    """
+    run = runs / f"pretrain-{Path(cfg).stem}"
+    if not _done(run):
+        yolo = _train(cfg, run, data=data, epochs=epochs, **train_args)
+        best = Path(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last)
+        (run / "result.json").write_text(json.dumps({"weights": str(best.relative_to(run)), "map50_95": _final_map(yolo),
+                                                     "epochs": epochs}))
+    return run / _done(run)["weights"]
+
+
+def _config_with_nc(cfg: str, nc: int, where: Path) -> Path:
+    """A copy of ``cfg`` with ``nc`` set, for validating at step 0; returns the scaled name to build it by.
+
+    The file is written under the unscaled name (``yolov5-local.yaml``) and built as ``yolov5n-local.yaml``: the
+    scale comes from the name, as for the shipped configs.
+    """
+    from ultralytics.nn.tasks import yaml_model_load
+
+    from ..integration import resolve_config
+
+    d = {k: v for k, v in yaml_model_load(str(resolve_config(cfg))).items() if k not in ("yaml_file", "scale")}
+    d["nc"] = nc
+    where.mkdir(parents=True, exist_ok=True)
+    scaled = where / Path(cfg).name
+    unscaled = scaled.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", scaled.stem) + scaled.suffix)
+    unscaled.write_text(yaml.safe_dump(d, sort_keys=False))
+    return scaled
+
+
+def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, epochs: int, **train_args: Any) -> dict:
+    """Step-0 validation and a fine-tune of one config from the pretrained checkpoint (skipped when done before).
+
+    Args:
+        cfg: Config name (``yolov5n-local.yaml``).
+        pretrained: Pretrained checkpoint (stock YOLOv5 layout).
+        data: Data YAML.
+        nc: Number of classes of ``data``.
+        runs: Directory of the benchmark's runs.
+        epochs: Fine-tuning epochs.
+        **train_args: ``imgsz``, ``batch``, ``device``, ``seed``, ... (also used for validation where they apply).
+
+    Returns:
+        ``dict(config, map50_95_step0, map50_95, transferred, stock_tensors, run)``.
+    """
+    from ..integration import YOLO
+
+    run = runs / Path(cfg).stem
+    done = _done(run)
+    if done:
+        return done
+    val_args = {k: train_args[k] for k in ("imgsz", "batch", "device") if k in train_args}
+    start = YOLO(str(_config_with_nc(cfg, nc, runs / "configs"))).load(str(pretrained))
+    step0 = start.val(data=data, plots=False, project=str(runs), name=f"{run.name}-step0", exist_ok=True,
+                      verbose=False, **val_args)
+    tr = start.transfer_report
+    yolo = _train(cfg, run, data=data, epochs=epochs, pretrained=str(pretrained), **train_args)
+    result = {"config": Path(cfg).stem, "map50_95_step0": float(step0.box.map), "map50_95": _final_map(yolo),
+              "transferred": tr.transferred, "stock_tensors": tr.n_source, "run": run.name}
+    (run / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def run_finetune_benchmark(
+    data: str | Path,
+    configs: Iterable[str] = DEFAULT_CONFIGS,
+    pretrained: str | Path | None = None,
+    pretrain_epochs: int = 15,
+    epochs: int = 5,
+    imgsz: int = 256,
+    batch: int = 16,
+    device: str | None = "cpu",
+    seed: int = 0,
+    workers: int | None = None,
+    out_dir: str | Path = "benchmarks",
+    command: str = "",
+) -> list[dict]:
+    """Fine-tune every config from one pretrained plain YOLOv5 with one schedule; write ``finetune.{csv,md,png}``.
+
+    Args:
+        data: Data YAML (its images must be on disk; nothing is copied).
+        configs: Scaled config names; the first is the reference (plain ``yolov5n.yaml``).
+        pretrained: A pretrained checkpoint of the stock layout; None to train ``configs[0]`` for
+            ``pretrain_epochs`` first (recorded under ``<out_dir>/finetune_runs``).
+        pretrain_epochs: Epochs of that pretraining.
+        epochs: Fine-tuning epochs (the same for every config).
+        imgsz: Training and validation image size.
+        batch: Batch size.
+        device: ``cpu``, ``0``, ...
+        seed: Training seed (``deterministic=True``).
+        workers: Dataloader workers (None: ultralytics' default).
+        out_dir: Output directory.
+        command: Command line recorded in the markdown header.
+
+    Returns:
+        One row per config: ``config, map50_95_step0, map50_95, delta, transferred, stock_tensors, run``.
+    """
+    from ..checks import check_labels
+    from ..integration import check_dataset_local
+    from ..transfer import check_checkpoint_path
+    from ..workflows import resolve_data
+
+    configs = list(configs)
+    data = resolve_data(data)
+    check_labels(data)
+    nc = int(check_dataset_local(data)["nc"])
+    out = Path(out_dir)
+    runs = (out / "finetune_runs").resolve()
+    args = {"imgsz": imgsz, "batch": batch, "device": device, "seed": seed, "deterministic": True, "val": False,
+            **({"workers": workers} if workers is not None else {})}
+    if pretrained is None:
+        weights = pretrain(configs[0], data, runs, pretrain_epochs, **args)
+        where = f"{configs[0]} trained {pretrain_epochs} epochs on the same data (run {_shown(weights, out)})"
+    else:
+        weights = check_checkpoint_path(pretrained, "pretrained").resolve()
+        where = f"{Path(str(pretrained)).name} (given)"
+    rows = []
+    for cfg in report.progress(configs, desc="bench finetune"):
+        rows.append(finetune_once(cfg, weights, data, nc, runs, epochs, **args))
+    for r in rows:
+        r["delta"] = r["map50_95"] - r["map50_95_step0"]
+        r["run"] = _shown(runs / r["run"], out)
+    cols = ["config", "map50_95_step0", "map50_95", "delta", "transferred", "stock_tensors", "run"]
+    report.write_csv(rows, out / "finetune.csv", cols)
+    notes = [*report.header_notes(_portable(command)), (
+        f"Data {_shown(data)} ({nc} classes). Pretrained model: {where}. Every config loads it (all stock tensors "
+        f"transfer; the attention starts as a no-op), is validated (step 0), then fine-tuned {epochs} epochs at imgsz "
+        f"{imgsz}, batch {batch}, device {device}, seed {seed} (deterministic), and validated again (the final "
+        "validation of the run). map50_95_step0 should be the same for every config.")]
+    report.write_markdown(rows, out / "finetune.md", "Fine-tuning from a pretrained YOLOv5", notes, cols)
+    report.plot_bars({r["config"]: {"step 0": r["map50_95_step0"], f"after {epochs} epochs": r["map50_95"]}
+                      for r in rows}, out / "finetune.png",
+                     f"mAP50-95 before and after fine-tuning ({epochs} epochs, {_shown(data)})", "mAP50-95")
+    return rows
