@@ -1,4 +1,4 @@
-"""Checks of what users pass in, before ultralytics sees it: checkpoints, image sizes, labels, dynamic export.
+"""Checks of what users pass in, before ultralytics sees it: checkpoints, image sizes, labels.
 
 Each failure is a :class:`WorkflowError` whose one-line message names the value and what is allowed; the
 ``yolo-attn`` command prints it without a traceback (:mod:`yolo_attn.cli`).
@@ -16,7 +16,7 @@ import torch
 from . import integration
 from .integration import YOLO
 
-__all__ = ["IMAGE_SUFFIXES", "WorkflowError", "check_dynamic_export", "check_imgsz", "check_labels", "load_model"]
+__all__ = ["IMAGE_SUFFIXES", "WorkflowError", "check_imgsz", "check_labels", "load_model"]
 
 _WEIGHT_SUFFIXES = {".pt", ".pth"}
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
@@ -167,30 +167,3 @@ def check_labels(data: str | Path, splits: tuple[str, ...] = ("train", "val")) -
         if first:
             more = f" ({count} bad lines in the {split} labels)" if count > 1 else ""
             raise WorkflowError(f"data={data}: {first}{more}")
-
-
-def check_dynamic_export(model: torch.nn.Module) -> None:
-    """Refuse ``dynamic=True`` for a model whose attention is traced for one map size.
-
-    Sparse patterns (their index plans), relative position biases and ``sincos`` / ``learned`` embeddings become
-    constants of the traced graph; such a "dynamic" file would fail at any other input size.
-
-    Args:
-        model: The detection model (``YOLO(...).model``).
-
-    Raises:
-        WorkflowError: Naming the size-specific layers and what exports for any size.
-    """
-    fixed = []
-    for layer in getattr(model, "model", []):
-        culprits = [m for m in layer.modules() if getattr(m, "exports_any_size", True) is False]
-        if culprits:
-            what = ", ".join(sorted({getattr(m, "pattern", None) or getattr(m, "kind", None) or type(m).__name__
-                                     for m in culprits}))
-            fixed.append(f"layer {layer.i} {type(layer).__name__} ({what})")
-    if fixed:
-        raise WorkflowError(
-            f"dynamic=True: {'; '.join(fixed)} would be traced for the export size only (their index plans or "
-            "position tables are constants of the graph). Export with dynamic=False at each input size you need; "
-            "only full attention without pos: rel/sincos/learned, and linear attention, export for any size."
-        )

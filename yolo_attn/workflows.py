@@ -34,7 +34,6 @@ from . import integration
 from .checks import (
     _WEIGHT_SUFFIXES,
     WorkflowError,
-    check_dynamic_export,
     check_imgsz,
     check_labels,
     load_model,
@@ -46,7 +45,6 @@ __all__ = [
     "FALLBACK_MODEL",
     "SHAPES_TRAIN_DEFAULTS",
     "WorkflowError",
-    "check_dynamic_export",
     "check_export_parity",
     "check_imgsz",
     "check_labels",
@@ -307,8 +305,6 @@ def export(model: str | Path, format: str = "onnx", parity: bool = True, **overr
         raise WorkflowError(f"format={format} is not an export format; allowed: {', '.join(formats)}")
     yolo = load_model(model)
     check_imgsz(overrides.get("imgsz"), yolo)
-    if overrides.get("dynamic"):
-        check_dynamic_export(yolo.model)
     f = _export_atomically(yolo, Path(model), format=format, **overrides)
     _say(f"exported {f}")
     diff = None

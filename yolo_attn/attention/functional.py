@@ -123,8 +123,8 @@ def _run_full(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
 
 def _run_axial(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     """Row logits ``[B, heads, h, w, w]`` and column logits ``[B, heads, h, w, h]`` joined in one softmax."""
-    qg = (q * q.shape[-1] ** -0.5).unflatten(2, (h, w))
-    kg, vg = k.unflatten(2, (h, w)), v.unflatten(2, (h, w))
+    b, heads = q.shape[:2]
+    qg, kg, vg = (t.reshape(b, heads, h, w, t.shape[-1]) for t in (q * q.shape[-1] ** -0.5, k, v))
     rows = torch.arange(h, device=q.device)
     row = qg @ kg.transpose(-2, -1)
     col = (qg.transpose(2, 3) @ kg.transpose(2, 3).transpose(-2, -1)).transpose(2, 3)
@@ -132,7 +132,7 @@ def _run_axial(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     mask = torch.cat([torch.ones(h, 1, w, dtype=torch.bool, device=q.device), other_row], dim=-1)
     weights = attention_weights(torch.cat([row, col], dim=-1), mask=mask, dropout_p=dropout_p).to(v.dtype)
     out = weights[..., :w] @ vg + (weights[..., w:].transpose(2, 3) @ vg.transpose(2, 3)).transpose(2, 3)
-    return out.flatten(2, 3)
+    return out.reshape(b, heads, -1, out.shape[-1])
 
 
 def _global_index(global_idx: Any, n: Size) -> list[int]:

@@ -320,7 +320,9 @@ def plan_for(kind: str, h: Size, w: Size, params: tuple, device: torch.device, d
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x[:, :, idx]`` for ``x [B, h, N, d]`` and ``idx [T, S]`` -> ``[B, h, T, S, d]``."""
-    return x[:, :, idx.reshape(-1)].unflatten(2, idx.shape)
+    # reshape with sizes, not unflatten: the ONNX exporter infers no shape through unflatten and falls back to the
+    # traced (fixed) one, which later reshapes would then bake in
+    return x[:, :, idx.reshape(-1)].reshape(x.shape[0], x.shape[1], -1, idx.shape[-1], x.shape[-1])
 
 
 def tiled_attention(
@@ -364,7 +366,8 @@ def tiled_attention(
         chunks = [(slice(start, start + step), min(step, n_tiles - start)) for start in range(0, n_tiles, step)]
     outs = [_attend_tiles(q, k, v, plan, tiles, count, bias, extra_k, extra_v, extra_bias, dropout_p)
             for tiles, count in chunks]
-    return torch.cat(outs, dim=2).flatten(2, 3)[:, :, plan.home]
+    out = torch.cat(outs, dim=2)
+    return out.reshape(out.shape[0], out.shape[1], -1, out.shape[-1])[:, :, plan.home]
 
 
 def _attend_tiles(q, k, v, plan, tiles, count, bias, extra_k, extra_v, extra_bias, dropout_p):
