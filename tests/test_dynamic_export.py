@@ -11,8 +11,8 @@ runs at any batch and image size. Checked at two levels:
   the ``yolo-attn export`` command) to ONNX and TorchScript, run in ONNX Runtime / TorchScript at batch 1, 2, 3 and
   sizes 320x320, 384x640, 224x352, 800x800 within :data:`TOLERANCE` of PyTorch.
 
-Random-init detectors barely depend on their input, which would let a wrong graph pass. :func:`randomise` draws
-weights and batch-norm statistics at a stated scale, and each model test asserts that its outputs move with the
+Random-init detectors barely depend on their input, which would let a wrong graph pass.
+:func:`~yolo_attn.bench.export_matrix.randomise_weights` draws weights and batch-norm statistics at a stated scale, and each model test asserts that its outputs move with the
 input. Negative controls show the same checks reject a graph traced for a fixed size and a deliberately wrong plan.
 """
 
@@ -28,6 +28,7 @@ import torch
 import yolo_attn
 from reference import naive_rel_bias, reference_attention
 from yolo_attn.attention import attend, pattern_mask, tiling
+from yolo_attn.bench.export_matrix import randomise_weights
 from yolo_attn.blocks import TransformerStack
 from yolo_attn.cli import entrypoint
 from yolo_attn.integration import CONFIG_DIR
@@ -203,37 +204,6 @@ def test_negative_controls_a_fixed_size_graph_and_a_wrong_plan_are_rejected(tmp_
 
 
 # ---------------------------------------------------------------------------------------------------------- model
-def randomise(model: torch.nn.Module, seed: int = 0, gain: float = 1.4) -> torch.nn.Module:
-    """Weights and batch-norm statistics at a stated scale where a detector's output moves with its input.
-
-    Conv / Linear weights ``N(0, gain^2 / fan_in)``, their biases ``N(0, 0.5^2)``; norm scales ``U(0.5, 1.5)``,
-    shifts ``N(0, 0.2^2)``; batch-norm running means ``N(0, 0.2^2)``, variances ``U(0.5, 2)``; every other
-    parameter (relative position tables, global tokens, position embeddings) ``N(0, 1)``. (Statistics measured on
-    random images instead make the head chaotic: float32 rounding then moves boxes by ~1e-2 px in any runtime.)
-    """
-    g = torch.Generator().manual_seed(seed)
-    done = set()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                m.weight.normal_(0, gain / m.weight[0].numel() ** 0.5, generator=g)
-                if m.bias is not None:
-                    m.bias.normal_(0, 0.5, generator=g)
-            elif isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)):
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.2, generator=g)
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.running_mean.normal_(0, 0.2, generator=g)
-                    m.running_var.uniform_(0.5, 2.0, generator=g)
-            else:
-                continue
-            done |= {id(p) for p in m.parameters(recurse=False)}
-        for p in model.parameters():
-            if id(p) not in done:
-                p.normal_(0, 1.0, generator=g)
-    return model.eval()
-
-
 def _image(batch, h, w, seed):
     return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
@@ -272,7 +242,7 @@ def _check_model(model: torch.nn.Module, files: dict) -> None:
 def test_every_config_exports_one_file_for_every_size(cfg, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # ultralytics writes exports of an in-memory model to the working directory
     yolo = yolo_attn.YOLO(cfg)
-    randomise(yolo.model)
+    randomise_weights(yolo.model)
     if cfg == "yolov5n-window.yaml":  # the command: export a checkpoint, printed parity included
         weights = tmp_path / "window.pt"
         yolo.save(weights)
@@ -291,7 +261,7 @@ def test_model_check_rejects_a_wrong_plan(tmp_path, monkeypatch):
     """Negative control at model level: local attention exported with windows one wider fails the same check."""
     monkeypatch.chdir(tmp_path)
     yolo = yolo_attn.YOLO("yolov5n-local.yaml")
-    randomise(yolo.model)
+    randomise_weights(yolo.model)
 
     def one_too_wide(length, window, dilation, tile, build=tiling.neighbourhood_axis):
         return build(length, window + 1, dilation, tile)

@@ -195,11 +195,17 @@ def check_export_request(overrides: dict[str, Any]) -> None:
         overrides: The export keyword arguments (``format``, ``dynamic``, ...).
 
     Raises:
-        WorkflowError: ``format=ncnn does not support dynamic=True (...)`` naming the formats that do.
+        WorkflowError: ``format=ncnn does not support dynamic=True (...)`` naming the formats that do; fp16
+            TorchScript without CUDA.
     """
     fmt = str(overrides.get("format", "torchscript")).lower()
     fmt = _FORMAT_ALIASES.get(fmt, fmt)
     table = _format_arguments()
+    half = bool(overrides.get("half")) or str(overrides.get("quantize")).lower() in {"16", "fp16", "half"}
+    on_cuda = str(overrides.get("device", "cpu")).lower() not in {"cpu", "none", ""} and torch.cuda.is_available()
+    if half and fmt == "torchscript" and not on_cuda:
+        raise WorkflowError("half=True for format=torchscript needs a CUDA device (ultralytics traces fp16 TorchScript "
+                            "on the GPU): pass device=0 on a CUDA machine, or export format=onnx or openvino half=True")
     if overrides.get("dynamic") and fmt in table and "dynamic" not in table[fmt]:
         allowed = ", ".join(f for f, args in table.items() if "dynamic" in args)
         raise WorkflowError(f"format={fmt} does not support dynamic=True (its files have one input size); "

@@ -415,6 +415,7 @@ def _load_openvino(xml: Path) -> ExportedModel:
     import openvino as ov
 
     core = ov.Core()
+    core.set_property({"ENABLE_MMAP": False})  # a mapped .bin rewritten by a later export would crash (SIGBUS)
     model = core.read_model(str(xml))
     # f32: on CPUs with bf16 units OpenVINO otherwise computes in bf16 by default (~1e-2 relative error)
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
