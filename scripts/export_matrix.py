@@ -23,7 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="*", help="config names (default: every shipped config, scale n)")
     parser.add_argument("--cells", nargs="*", choices=[c.name for c in CELLS], help="columns (default: all)")
-    parser.add_argument("--imgsz", type=int, default=320, help="export size")
+    parser.add_argument("--imgsz", type=int, default=160, help="export size")
     parser.add_argument("--out", default=str(REPO / "docs" / "EXPORT.md"), help="markdown output")
     args = parser.parse_args()
     rows = export_matrix(args.configs, args.cells, args.imgsz)
