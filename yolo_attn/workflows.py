@@ -531,6 +531,7 @@ def check_export_parity(weights: str | Path, exported: str | Path, imgsz: Any = 
             raise WorkflowError(f"{exported.runtime} output shape {got.shape} != PyTorch output shape {ref.shape}")
         diff = float(np.abs(ref - got).max())
         worst = max(worst, diff)
-        _say(f"{exported.runtime} vs PyTorch on a {batch}x3x{ih}x{iw} input: max |diff| = {diff:.3g} "
+        shape = f"{ih}x{iw}" if batch == 1 else f"batch-{batch} {ih}x{iw}"
+        _say(f"{exported.runtime} vs PyTorch on a {shape} input: max |diff| = {diff:.3g} "
              f"(outputs up to {float(np.abs(ref).max()):.3g})")
     return worst
