@@ -91,13 +91,23 @@ def test_torchscript_half_on_cpu_is_refused_in_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [weights.name]  # nothing written
 
 
-def test_ncnn_export_of_sparse_attention_is_refused_and_removed(tmp_path):
-    """pnnx turns the plans' indexed gathers into Tensor.index, which ncnn lacks: refuse, keep nothing."""
-    pytest.importorskip("pnnx")
-    weights, _ = _randomised("yolov5n-local.yaml", tmp_path)
-    with pytest.raises(workflows.WorkflowError, match=r"format=ncnn: ncnn has no layer for Tensor.index"):
-        _quiet(yolo_attn.YOLO(str(weights)).export, format="ncnn", imgsz=64)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [weights.name]
+def test_ncnn_folder_ncnn_cannot_load_is_refused_and_removed(tmp_path):
+    """pnnx leaves the plans' indexed gathers as ``Tensor.index`` layers, which ncnn lacks (docs/EXPORT.md: every
+    sparse config): such a folder is removed with one line naming the layers. A folder ncnn can load is kept."""
+    pytest.importorskip("ncnn")
+    from yolo_attn.checks import check_exported
+
+    header = "7767517\n2 2\nInput in0 0 1 in0\n"
+    for name, layer, refused in [("bad", "Tensor.index", True), ("good", "ReLU", False)]:
+        folder = tmp_path / f"{name}_ncnn_model"
+        folder.mkdir()
+        (folder / "model.ncnn.param").write_text(header + f"{layer} op_0 1 1 in0 out0\n")
+        if refused:
+            with pytest.raises(workflows.WorkflowError, match=r"format=ncnn: ncnn has no layer for Tensor.index"):
+                check_exported(folder)
+        else:
+            check_exported(folder)
+        assert folder.exists() != refused
 
 
 def test_dynamic_refused_for_fixed_size_formats_before_writing(tmp_path, capsys):

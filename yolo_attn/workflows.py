@@ -387,7 +387,9 @@ def _static_hw(dims: Any) -> tuple[int, int] | None:
 def _load_onnx(path: Path) -> ExportedModel:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as PyTorch, and as OpenVINO below
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     dtype = np.float16 if "float16" in inp.type else np.float32
     batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
@@ -418,7 +420,8 @@ def _load_openvino(xml: Path) -> ExportedModel:
     core.set_property({"ENABLE_MMAP": False})  # a mapped .bin rewritten by a later export would crash (SIGBUS)
     model = core.read_model(str(xml))
     # f32: on CPUs with bf16 units OpenVINO otherwise computes in bf16 by default (~1e-2 relative error)
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     shape = model.inputs[0].get_partial_shape()
     dims = [d.get_length() if d.is_static else None for d in shape]
     return ExportedModel("OpenVINO", lambda x: compiled(x)[compiled.output(0)], _static_hw(dims), dims[0])
