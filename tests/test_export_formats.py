@@ -19,7 +19,7 @@ from yolo_attn import workflows
 from yolo_attn.bench.export_matrix import randomise_weights
 from yolo_attn.cli import entrypoint
 
-pytest.importorskip("openvino")
+import openvino  # noqa: F401  (the dev extra installs it, with nncf and ncnn: these tests never skip)
 
 TOLERANCE = 1e-3  # fp32 runtimes: max |diff| over boxes (pixels) and class scores
 #: fp16: max |diff| at most this fraction of the largest output (one fp16 step is ~1e-3 of a value; boxes are pixels)
@@ -94,7 +94,6 @@ def test_torchscript_half_on_cpu_is_refused_in_one_line(tmp_path, capsys):
 def test_ncnn_folder_ncnn_cannot_load_is_refused_and_removed(tmp_path):
     """pnnx leaves the plans' indexed gathers as ``Tensor.index`` layers, which ncnn lacks (docs/EXPORT.md: every
     sparse config): such a folder is removed with one line naming the layers. A folder ncnn can load is kept."""
-    pytest.importorskip("ncnn")
     from yolo_attn.checks import check_exported
 
     header = "7767517\n2 2\nInput in0 0 1 in0\n"
@@ -131,7 +130,6 @@ def test_openvino_int8_compared_by_map(shapes_data, tmp_path):
     """
     import openvino as ov
 
-    pytest.importorskip("nncf")
     weights, reference = _randomised("yolov5n-local.yaml", tmp_path)
     yolo = yolo_attn.YOLO(str(weights))
     folder = Path(_quiet(yolo.export, format="openvino", int8=True, data=str(shapes_data), imgsz=IMGSZ))
