@@ -309,6 +309,8 @@ def export(model: str | Path, format: str = "onnx", parity: bool = True, **overr
         raise WorkflowError(f"format={format} is not an export format; allowed: {', '.join(formats)}")
     yolo = load_model(model)
     check_imgsz(overrides.get("imgsz"), yolo)
+    if overrides.get("data"):  # int8 calibration images: a shapes recipe is generated, nothing is downloaded
+        overrides["data"] = resolve_data(overrides["data"])
     f = _export_atomically(yolo, Path(model), format=format, **overrides)
     _say(f"exported {f}")
     diff = None
