@@ -223,7 +223,8 @@ def check_exported(path: str | Path) -> None:
     """Refuse an exported artefact its runtime cannot load (and remove it), so no broken file is handed over.
 
     Today this concerns ncnn: pnnx leaves operators ncnn does not implement (gathers by a computed index, which the
-    sparse attention plans use) as ``Tensor.index`` layers, and ncnn then cannot load the graph at all.
+    sparse attention plans use, masked fills, argmax routing, ...) as ``Tensor.index`` / ``Tensor.masked_fill`` /
+    ``torch.gather`` ... layers, and ncnn then cannot load the graph at all.
 
     Args:
         path: What ultralytics' exporter returned.
@@ -239,6 +240,6 @@ def check_exported(path: str | Path) -> None:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-        raise WorkflowError(f"format=ncnn: ncnn has no layer for {', '.join(missing)} in this model's graph (indexed "
-                            "gathers of the attention plans), so the file could not run; nothing was kept. Export "
+        raise WorkflowError(f"format=ncnn: ncnn has no layer for {', '.join(missing)} (operators of this model's "
+                            "attention that pnnx could not lower), so the file could not run; nothing was kept. Export "
                             "to onnx, openvino or torchscript instead, or use a config without sparse attention")

@@ -131,7 +131,7 @@ def _reason(err: BaseException) -> str:
     """The first meaningful line of an exception, without ultralytics' decorations."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     text = (lines[0] if lines else type(err).__name__).replace("ERROR ❌️ ", "").replace("ERROR ❌ ", "")
-    return f"{type(err).__name__}: {text}"[:240]
+    return f"{type(err).__name__}: {text}"[:400]
 
 
 def export_cell(weights: Path, cell: Cell, imgsz: int, reference: Callable[[torch.Tensor], torch.Tensor]) -> str:
