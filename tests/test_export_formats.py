@@ -102,7 +102,7 @@ def test_ncnn_folder_ncnn_cannot_load_is_refused_and_removed(tmp_path):
         folder.mkdir()
         (folder / "model.ncnn.param").write_text(header + f"{layer} op_0 1 1 in0 out0\n")
         if refused:
-            with pytest.raises(workflows.WorkflowError, match=r"format=ncnn: ncnn has no layer for Tensor.index \(operators of"):
+            with pytest.raises(workflows.WorkflowError, match=r"ncnn has no layer for Tensor.index \(operators of"):
                 check_exported(folder)
         else:
             check_exported(folder)
@@ -149,3 +149,21 @@ def test_openvino_int8_compared_by_map(shapes_data, tmp_path):
     scores = torch.as_tensor(int8.run(x.numpy()))[:, 4:].flatten().float()
     assert torch.corrcoef(torch.stack([scores, fp32]))[0, 1] > 0.9
     assert torch.corrcoef(torch.stack([other, fp32]))[0, 1] < 0.5
+
+
+def test_parity_warns_when_a_runtime_computes_something_else(tmp_path, monkeypatch, capsys):
+    """Seen with ncnn on the linear config (docs/EXPORT.md): the file loads and runs but is off by pixels."""
+    weights, _ = _randomised("yolov5n.yaml", tmp_path)
+    model = yolo_attn.YOLO(str(weights)).model.float().eval()
+
+    def runner(offset):
+        def run(x):
+            with torch.no_grad():
+                return model(torch.from_numpy(x))[0].numpy() + offset
+        return run
+
+    for offset, warned in [(0.0, False), (0.05 * IMGSZ, True)]:
+        exported = workflows.ExportedModel("ncnn", runner(offset), (IMGSZ, IMGSZ), 1)
+        monkeypatch.setattr(workflows, "load_exported", lambda _, e=exported: e)
+        workflows.check_export_parity(weights, "any")
+        assert ("WARNING: ncnn does not reproduce PyTorch" in capsys.readouterr().out) == warned
