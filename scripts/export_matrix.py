@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export matrix (shipped config x format, with runtime parity) as a markdown table; see yolo_attn.bench.export_matrix.
 
-    nice -n 19 python scripts/export_matrix.py                              # every config, every format -> docs/EXPORT.md
+    nice -n 19 python scripts/export_matrix.py                      # every config, every format -> docs/EXPORT.md
     python scripts/export_matrix.py --configs yolov5n-local.yaml --cells onnx "onnx dynamic" --out /tmp/m.md
 """
 

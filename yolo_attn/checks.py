@@ -17,7 +17,8 @@ from . import integration
 from .integration import YOLO
 
 __all__ = [
-    "IMAGE_SUFFIXES", "WorkflowError", "check_export_request", "check_exported", "check_imgsz", "check_labels", "load_model",
+    "IMAGE_SUFFIXES", "WorkflowError", "check_export_request", "check_exported", "check_imgsz", "check_labels",
+    "load_model",
 ]
 
 _WEIGHT_SUFFIXES = {".pt", ".pth"}

@@ -395,8 +395,8 @@ def _load_onnx(path: Path) -> ExportedModel:
     inp = sess.get_inputs()[0]
     dtype = np.float16 if "float16" in inp.type else np.float32
     batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    return ExportedModel("ONNX Runtime", lambda x: sess.run(None, {inp.name: x.astype(dtype)})[0], _static_hw(inp.shape),
-                         batch)
+    run = lambda x: sess.run(None, {inp.name: x.astype(dtype)})[0]  # noqa: E731
+    return ExportedModel("ONNX Runtime", run, _static_hw(inp.shape), batch)
 
 
 def _load_torchscript(path: Path) -> ExportedModel:
@@ -500,7 +500,8 @@ def _shapes_batch(batch: int, h: int, w: int, seed: int) -> np.ndarray:
     from .data import render_image
 
     images = [cv2.resize(render_image(max(h, w), seed=seed + i), (w, h)) for i in range(batch)]
-    return np.stack([np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1)) for im in images]).astype(np.float32) / 255.0
+    chw = [np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1)) for im in images]
+    return np.stack(chw).astype(np.float32) / 255.0
 
 
 def check_export_parity(weights: str | Path, exported: str | Path, imgsz: Any = None, seed: int = 0) -> float:

@@ -34,7 +34,8 @@ from .kernel import mask_to_bias, masked_attention
 from .patterns import axis_neighbourhood, axis_window, band, window_shift
 
 __all__ = [
-    "AxisPlan", "TilePlan", "as_size", "band_axis", "build_tile_plan", "graph_constants", "is_symbolic", "neighbourhood_axis", "plan_for", "symbolic_sizes", "tile_plan",
+    "AxisPlan", "TilePlan", "as_size", "band_axis", "build_tile_plan", "graph_constants", "is_symbolic",
+    "neighbourhood_axis", "plan_for", "symbolic_sizes", "tile_plan",
     "tiled_attention", "window_axis",
 ]
 

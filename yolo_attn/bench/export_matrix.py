@@ -302,7 +302,7 @@ def write_export_matrix(rows: Sequence[dict[str, str]], path: str | Path, comman
 
 
 def _footnoted(rows: Sequence[dict[str, str]], limit: int = 48) -> tuple[list[dict[str, str]], list[str]]:
-    """Cells longer than ``limit`` become ``<head> [n]`` with the full text as footnote ``n`` (shared by equal texts)."""
+    """Cells longer than ``limit`` become ``<head> [n]``, the full text footnote ``n`` (equal texts share one)."""
     notes: list[str] = []
     out = []
     for row in rows:

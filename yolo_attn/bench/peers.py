@@ -25,7 +25,9 @@ from torch import nn
 from . import models as M
 from . import report
 
-__all__ = ["RUNTIMES", "a2c2f_peer_config", "default_configs", "peer_configs", "run_models_benchmark", "runtime_latency"]
+__all__ = [
+    "RUNTIMES", "a2c2f_peer_config", "default_configs", "peer_configs", "run_models_benchmark", "runtime_latency",
+]
 
 #: (layer index, [c2, a2, area]) of the A2C2f peer: the slots of yolov5-local's attention layers.
 A2C2F_SLOTS = {8: [1024, True, 1], 13: [512, True, 4], 17: [256, True, 4]}
