@@ -13,7 +13,8 @@ runs at any batch and image size. Checked at two levels:
 
 Random-init detectors barely depend on their input, which would let a wrong graph pass.
 :func:`~yolo_attn.bench.export_matrix.randomise_weights` draws weights and batch-norm statistics at a stated
-scale, and each model test asserts that its outputs move with the input. Negative controls show the same checks reject a graph traced for a fixed size and a deliberately wrong plan.
+scale, and each model test asserts that its outputs move with the input. Negative controls show the same checks
+reject a graph traced for a fixed size and a deliberately wrong plan.
 """
 
 from __future__ import annotations
