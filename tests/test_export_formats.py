@@ -8,6 +8,7 @@ its input). The PyTorch side is the model as the exporter traces it (Conv + Batc
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 import warnings
 
@@ -41,6 +42,16 @@ def _randomised(cfg, tmp_path):
     return weights, copy.deepcopy(yolo_attn.YOLO(str(weights)).model).float().eval().fuse()
 
 
+@pytest.fixture(scope="module")
+def local_random(tmp_path_factory):
+    """One randomised yolov5n-local checkpoint and its fused PyTorch model, shared (tests copy the file)."""
+    return _randomised("yolov5n-local.yaml", tmp_path_factory.mktemp("local"))
+
+
+def _copy(checkpoint, tmp_path):
+    return Path(shutil.copy(checkpoint, tmp_path / checkpoint.name))
+
+
 def _max_diff(exported, reference, batch, h, w, seed=0):
     x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -56,8 +67,11 @@ def _max_diff(exported, reference, batch, h, w, seed=0):
     ("yolov5n-sinkhorn.yaml", True),  # learned blocks: ceil(N / b) follows the size
     ("yolov5n-local.yaml", False),  # fixed size, through the command: parity printed
 ])
-def test_openvino_export_matches_pytorch(cfg, dynamic, tmp_path, capsys):
-    weights, reference = _randomised(cfg, tmp_path)
+def test_openvino_export_matches_pytorch(cfg, dynamic, tmp_path, capsys, local_random):
+    if cfg == "yolov5n-local.yaml":
+        weights, reference = _copy(local_random[0], tmp_path), local_random[1]
+    else:
+        weights, reference = _randomised(cfg, tmp_path)
     if dynamic:
         folder = _quiet(yolo_attn.YOLO(str(weights)).export, format="openvino", dynamic=True, imgsz=IMGSZ)
     else:
@@ -74,16 +88,16 @@ def test_openvino_export_matches_pytorch(cfg, dynamic, tmp_path, capsys):
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-def test_half_export_within_fp16_tolerance(fmt, tmp_path):
-    weights, reference = _randomised("yolov5n-local.yaml", tmp_path)
+def test_half_export_within_fp16_tolerance(fmt, tmp_path, local_random):
+    weights, reference = _copy(local_random[0], tmp_path), local_random[1]
     fp16 = workflows.load_exported(_quiet(yolo_attn.YOLO(str(weights)).export, format=fmt, imgsz=IMGSZ, half=True))
     diff16, scale = _max_diff(fp16, reference, 1, IMGSZ, IMGSZ)
     assert diff16 < FP16_RTOL * scale, (fmt, diff16, scale)
     assert diff16 > 5 * TOLERANCE, "half=True did not reach the file (no fp16 rounding seen; fp32 gives < 2e-4)"
 
 
-def test_torchscript_half_on_cpu_is_refused_in_one_line(tmp_path, capsys):
-    weights, _ = _randomised("yolov5n.yaml", tmp_path)
+def test_torchscript_half_on_cpu_is_refused_in_one_line(tmp_path, capsys, local_random):
+    weights = _copy(local_random[0], tmp_path)
     with pytest.raises(workflows.WorkflowError, match=r"half=True for format=torchscript needs a CUDA device"):
         yolo_attn.YOLO(str(weights)).export(format="torchscript", half=True, imgsz=IMGSZ)
     assert entrypoint(["export", f"model={weights}", "format=torchscript", "half=True", f"imgsz={IMGSZ}"]) == 2
@@ -109,8 +123,8 @@ def test_ncnn_folder_ncnn_cannot_load_is_refused_and_removed(tmp_path):
         assert folder.exists() != refused
 
 
-def test_dynamic_refused_for_fixed_size_formats_before_writing(tmp_path, capsys):
-    weights, _ = _randomised("yolov5n-local.yaml", tmp_path)
+def test_dynamic_refused_for_fixed_size_formats_before_writing(tmp_path, capsys, local_random):
+    weights = _copy(local_random[0], tmp_path)
     with pytest.raises(workflows.WorkflowError, match=r"format=ncnn does not support dynamic=True.*onnx, openvino"):
         yolo_attn.YOLO(str(weights)).export(format="ncnn", dynamic=True, imgsz=IMGSZ)
     assert entrypoint(["export", f"model={weights}", "format=ncnn", "dynamic=True", f"imgsz={IMGSZ}"]) == 2
@@ -121,7 +135,7 @@ def test_dynamic_refused_for_fixed_size_formats_before_writing(tmp_path, capsys)
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
-def test_openvino_int8_compared_by_map(shapes_data, tmp_path):
+def test_openvino_int8_compared_by_map(shapes_data, tmp_path, local_random):
     """int8 is judged by mAP on a validation set, not by raw differences.
 
     With random weights both mAPs are ~0 on the shapes set, so the comparison alone would be weak: the int8 file
@@ -130,19 +144,19 @@ def test_openvino_int8_compared_by_map(shapes_data, tmp_path):
     """
     import openvino as ov
 
-    weights, reference = _randomised("yolov5n-local.yaml", tmp_path)
+    weights, reference = _copy(local_random[0], tmp_path), local_random[1]
     yolo = yolo_attn.YOLO(str(weights))
-    folder = Path(_quiet(yolo.export, format="openvino", int8=True, data=str(shapes_data), imgsz=IMGSZ))
+    folder = Path(_quiet(yolo.export, format="openvino", int8=True, data=str(shapes_data), imgsz=64))
     ops = {op.get_type_name() for op in ov.Core().read_model(str(next(folder.glob("*.xml")))).get_ops()}
     assert "FakeQuantize" in ops
 
     def map50_95(model):
-        return _quiet(yolo_attn.YOLO(str(model), task="detect").val, data=str(shapes_data), imgsz=IMGSZ, batch=8,
+        return _quiet(yolo_attn.YOLO(str(model), task="detect").val, data=str(shapes_data), imgsz=64, batch=8,
                       plots=False, verbose=False, project=str(tmp_path / "runs")).box.map
 
     assert abs(map50_95(folder) - map50_95(weights)) < 0.05
     int8 = workflows.load_exported(folder)
-    x = torch.rand(1, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         fp32 = reference(x)[0][:, 4:].flatten()
         other = randomise_weights(copy.deepcopy(reference), seed=1)(x)[0][:, 4:].flatten()
@@ -151,9 +165,9 @@ def test_openvino_int8_compared_by_map(shapes_data, tmp_path):
     assert torch.corrcoef(torch.stack([other, fp32]))[0, 1] < 0.5
 
 
-def test_parity_warns_when_a_runtime_computes_something_else(tmp_path, monkeypatch, capsys):
+def test_parity_warns_when_a_runtime_computes_something_else(tmp_path, monkeypatch, capsys, local_random):
     """Seen with ncnn on the linear config (docs/EXPORT.md): the file loads and runs but is off by pixels."""
-    weights, _ = _randomised("yolov5n.yaml", tmp_path)
+    weights = local_random[0]
     model = yolo_attn.YOLO(str(weights)).model.float().eval()
 
     def runner(offset):
