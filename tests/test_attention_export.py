@@ -2,8 +2,8 @@
 ONNX Runtime, and ``torch.jit.trace``.
 
 torch 2.15's ``torch.onnx.export`` defaults to the dynamo exporter (``dynamo=True``); we use ``dynamo=False``
-(still available). Sparse patterns export at a fixed map size: their index plans are built from ``(h, w)`` and
-become constants of the graph. ``full`` (no relative position bias) exports with dynamic ``H, W``.
+(still available), as ultralytics does. Index plans are computed in the graph from the input size, so every pattern
+exports with dynamic ``H, W`` (tests/test_dynamic_export.py runs them at other sizes).
 """
 
 from __future__ import annotations
@@ -78,25 +78,3 @@ def test_full_exports_with_dynamic_hw(tmp_path):
             x = torch.randn(shape)
             got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
             torch.testing.assert_close(got, model(x), atol=1e-4, rtol=0)
-
-
-def test_tracing_a_sparse_pattern_warns_about_its_fixed_size():
-    from yolo_attn.attention import functional
-
-    class OnMap(torch.nn.Module):
-        def __init__(self, attn):
-            super().__init__()
-            self.attn = attn
-
-        def forward(self, t):
-            return self.attn(t, (6, 7))
-
-    functional._warn_fixed_size.cache_clear()
-    x = torch.randn(1, 6 * 7, 16)
-    local = OnMap(Attention(16, num_heads=2, pattern="local", window=3).eval())
-    local(x)  # plans are built outside the trace, as after ultralytics' dry runs
-    with pytest.warns(UserWarning, match=r"'local' attention is traced for a fixed 6x7 map"):
-        torch.jit.trace(local, x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        torch.jit.trace(OnMap(Attention(16, num_heads=2, pattern="full").eval()), x)  # full attention: no warning

@@ -60,7 +60,7 @@ def test_bench_models_tiny(tmp_path):
     out = tmp_path / "bench"
     argv = ["bench", "models", "configs=yolov5-local.yaml", "imgsz=64", "reps=1", "warmup=0", f"out={out}"]
     assert entrypoint(argv) == 0
-    rows = _assert_outputs(out, "models", ("params_M", "gflops", "torch_ms", "onnx_ms"))
+    rows = _assert_outputs(out, "models", ("params_M", "gflops", "torch_ms", "onnx_ms", "openvino_ms"))
     names = [r["model"] for r in rows]
     assert names == ["yolov5n-local", "yolov5n-C3TR (ultralytics)", "yolov5n-A2C2f (ultralytics)"]
     assert all(float(r["gflops"]) > 0 and float(r["params_M"]) > 0 for r in rows)

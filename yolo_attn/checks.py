@@ -1,4 +1,4 @@
-"""Checks of what users pass in, before ultralytics sees it: checkpoints, image sizes, labels, dynamic export.
+"""Checks of what users pass in, before ultralytics sees it: checkpoints, image sizes, labels, export requests.
 
 Each failure is a :class:`WorkflowError` whose one-line message names the value and what is allowed; the
 ``yolo-attn`` command prints it without a traceback (:mod:`yolo_attn.cli`).
@@ -16,7 +16,10 @@ from . import integration
 from .integration import YOLO
 from .transfer import TransferError, check_checkpoint_path
 
-__all__ = ["IMAGE_SUFFIXES", "WorkflowError", "check_dynamic_export", "check_imgsz", "check_labels", "load_model"]
+__all__ = [
+    "IMAGE_SUFFIXES", "WorkflowError", "check_export_request", "check_exported", "check_imgsz", "check_labels",
+    "load_model",
+]
 
 _WEIGHT_SUFFIXES = {".pt", ".pth"}
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
@@ -169,28 +172,75 @@ def check_labels(data: str | Path, splits: tuple[str, ...] = ("train", "val")) -
             raise WorkflowError(f"data={data}: {first}{more}")
 
 
-def check_dynamic_export(model: torch.nn.Module) -> None:
-    """Refuse ``dynamic=True`` for a model whose attention is traced for one map size.
+def _format_arguments() -> dict[str, list[str]]:
+    """ultralytics' export table: format argument -> the export arguments it accepts."""
+    from ultralytics.engine.exporter import export_formats
 
-    Sparse patterns (their index plans), relative position biases and ``sincos`` / ``learned`` embeddings become
-    constants of the traced graph; such a "dynamic" file would fail at any other input size.
+    table = export_formats()
+    return {fmt: list(args) for fmt, args in zip(table["Argument"], table["Arguments"]) if fmt not in ("-", "")}
+
+
+#: Format aliases ultralytics accepts (``tflite`` and ``tfjs`` now export ``litert``).
+_FORMAT_ALIASES = {"tensorrt": "engine", "trt": "engine", "tflite": "litert", "tfjs": "litert", "mlpackage": "coreml",
+                   "mlprogram": "coreml", "apple": "coreml", "ios": "coreml"}
+
+
+def check_export_request(overrides: dict[str, Any]) -> None:
+    """Refuse an export request a format cannot honour, with one line, before anything is written.
+
+    ultralytics asserts on some of these deep inside its exporter (a traceback); others it silently drops.
+    ``dynamic=True`` is honoured by every format whose ultralytics export accepts it (the attention index plans are
+    computed in the graph from the input size); formats without it (ncnn, ...) export one input size.
 
     Args:
-        model: The detection model (``YOLO(...).model``).
+        overrides: The export keyword arguments (``format``, ``dynamic``, ...).
 
     Raises:
-        WorkflowError: Naming the size-specific layers and what exports for any size.
+        WorkflowError: ``format=ncnn does not support dynamic=True (...)`` naming the formats that do; fp16
+            TorchScript without CUDA.
     """
-    fixed = []
-    for layer in getattr(model, "model", []):
-        culprits = [m for m in layer.modules() if getattr(m, "exports_any_size", True) is False]
-        if culprits:
-            what = ", ".join(sorted({getattr(m, "pattern", None) or getattr(m, "kind", None) or type(m).__name__
-                                     for m in culprits}))
-            fixed.append(f"layer {layer.i} {type(layer).__name__} ({what})")
-    if fixed:
-        raise WorkflowError(
-            f"dynamic=True: {'; '.join(fixed)} would be traced for the export size only (their index plans or "
-            "position tables are constants of the graph). Export with dynamic=False at each input size you need; "
-            "only full attention without pos: rel/sincos/learned, and linear attention, export for any size."
-        )
+    fmt = str(overrides.get("format", "torchscript")).lower()
+    fmt = _FORMAT_ALIASES.get(fmt, fmt)
+    table = _format_arguments()
+    half = bool(overrides.get("half")) or str(overrides.get("quantize")).lower() in {"16", "fp16", "half"}
+    on_cuda = str(overrides.get("device", "cpu")).lower() not in {"cpu", "none", ""} and torch.cuda.is_available()
+    if half and fmt == "torchscript" and not on_cuda:
+        raise WorkflowError("half=True for format=torchscript needs a CUDA device (ultralytics traces fp16 TorchScript "
+                            "on the GPU): pass device=0 on a CUDA machine, or export format=onnx or openvino half=True")
+    if overrides.get("dynamic") and fmt in table and "dynamic" not in table[fmt]:
+        allowed = ", ".join(f for f, args in table.items() if "dynamic" in args)
+        raise WorkflowError(f"format={fmt} does not support dynamic=True (its files have one input size); "
+                            f"export with dynamic=False at each size you need, or use a dynamic format: {allowed}")
+
+
+def _ncnn_unsupported_layers(folder: Path) -> list[str]:
+    import ncnn
+
+    lines = (folder / "model.ncnn.param").read_text().splitlines()[2:]
+    return sorted({line.split()[0] for line in lines if line.split() and ncnn.layer_to_index(line.split()[0]) < 0})
+
+
+def check_exported(path: str | Path) -> None:
+    """Refuse an exported artefact its runtime cannot load (and remove it), so no broken file is handed over.
+
+    Today this concerns ncnn: pnnx leaves operators ncnn does not implement (gathers by a computed index, which the
+    sparse attention plans use, masked fills, argmax routing, ...) as ``Tensor.index`` / ``Tensor.masked_fill`` /
+    ``torch.gather`` ... layers, and ncnn then cannot load the graph at all.
+
+    Args:
+        path: What ultralytics' exporter returned.
+
+    Raises:
+        WorkflowError: Naming the layers ncnn lacks; the exported folder has been removed.
+    """
+    folder = Path(path)
+    if not (folder.is_dir() and (folder / "model.ncnn.param").is_file()):
+        return
+    missing = _ncnn_unsupported_layers(folder)
+    if missing:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        raise WorkflowError(f"format=ncnn: ncnn has no layer for {', '.join(missing)} (operators of this model's "
+                            "attention that pnnx could not lower), so the file could not run; nothing was kept. Export "
+                            "to onnx, openvino or torchscript instead, or use a config without sparse attention")

@@ -37,6 +37,8 @@ from .integration import CONFIG_DIR, YamlConfigError, ensure_fonts  # noqa: E402
 from .transfer import TransferError  # noqa: E402
 
 EXTRA_KEYS = {"parity": True}  # yolo_attn's own keys (export: run the exported file against PyTorch)
+#: ultralytics' older precision spellings, still mapped by it onto ``quantize`` (16 / 8), so accepted here too
+PRECISION_KEYS = {"half": False, "int8": False}
 ALWAYS_TRUE_FLAGS = {"half", "int8", "end2end", "nms"}  # bare flags ultralytics treats as True (defaults None)
 HELP_WORDS = {"help", "-h", "--help", "h"}
 VERSION_WORDS = {"version", "--version", "-v"}
@@ -97,7 +99,7 @@ def _required(args: dict[str, Any], key: str, mode: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------------------- parsing
 def _valid_keys() -> dict[str, Any]:
-    return {**DEFAULT_CFG_DICT, **EXTRA_KEYS}
+    return {**PRECISION_KEYS, **DEFAULT_CFG_DICT, **EXTRA_KEYS}
 
 
 def _unknown(word: str, valid: Sequence[str]) -> UsageError:

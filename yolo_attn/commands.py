@@ -5,7 +5,7 @@ them the raw words. Values are read as YAML scalars (``3`` -> int, ``True`` -> b
 are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the allowed ones.
 
     yolo-attn bench attention [sizes=400,1600,6400,14400] [patterns=local,window,...] [reps=7] [flex=True] [out=benchmarks]
-    yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [out=benchmarks]
+    yolo-attn bench models [configs=yolov5.yaml,...] [scales=n] [imgsz=640] [reps=10] [onnx=True] [openvino=True] [out=benchmarks]
     yolo-attn bench accuracy [configs=plain,local,...] [seeds=0,1,2] [epochs=60] [imgsz=320] [data=...] [jobs=1]
                              [time_budget=MIN] [part=train,latency,report] [runs=runs/NAME] [out=benchmarks]
     yolo-attn bench gpu [part=all|kernels|train|infer|amp] [quick=False] [out=benchmarks]     (CUDA only)
@@ -92,10 +92,10 @@ def _bench_models(kv: dict[str, Any], command: str) -> Any:
     from .bench.peers import run_models_benchmark
 
     a = _take(kv, {"configs": None, "scales": "n", "imgsz": 640, "reps": 10, "warmup": 2, "threads": 2,
-                   "onnx": True, "peers": True, "out": "benchmarks"}, "bench models")
+                   "onnx": True, "openvino": True, "peers": True, "out": "benchmarks"}, "bench models")
     configs = _list(a["configs"]) or None
     return run_models_benchmark(configs, _list(a["scales"]), int(a["imgsz"]), int(a["reps"]), int(a["warmup"]),
-                                a["threads"], bool(a["onnx"]), bool(a["peers"]), a["out"], command)
+                                a["threads"], bool(a["onnx"]), bool(a["peers"]), bool(a["openvino"]), a["out"], command)
 
 
 def _bench_accuracy(kv: dict[str, Any], command: str) -> Any:

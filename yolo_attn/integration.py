@@ -514,6 +514,23 @@ class YOLO(_UltralyticsYOLO):
                 check_output_head(tasks.yaml_model_load(cfg))
         super().__init__(model, task=task, verbose=verbose)
 
+    def export(self, **kwargs: Any) -> str:
+        """ultralytics' export, with a one-line refusal of what the format cannot honour (before writing anything)
+        and of an artefact its runtime cannot load (removed): see :mod:`yolo_attn.checks`.
+
+        Args:
+            **kwargs: ultralytics export arguments (``format``, ``imgsz``, ``dynamic``, ``half``, ``int8``, ...).
+
+        Returns:
+            The exported file or folder.
+        """
+        from .checks import check_export_request, check_exported
+
+        check_export_request(kwargs)
+        path = super().export(**kwargs)
+        check_exported(path)
+        return path
+
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:
         """ultralytics' task map with our detection trainer."""

@@ -7,8 +7,8 @@ keyword ultralytics accepts passes through unchanged; what yolo_attn adds is
 - ``data`` defaults to the synthetic shapes dataset, generated locally on first use (:func:`resolve_data`);
 - nothing is downloaded: a missing weights file or dataset is an error (:class:`WorkflowError`), never a download;
 - a one-line notice when training falls back to the CPU;
-- after an ONNX or TorchScript export, the exported file is run against PyTorch on the same input
-  (:func:`check_export_parity`).
+- after an ONNX, TorchScript, OpenVINO or ncnn export, the exported file is run against PyTorch on the same input
+  (:func:`check_export_parity`; dynamic exports also at a second size and batch).
 
 Examples:
     >>> from yolo_attn import workflows
@@ -23,8 +23,9 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -34,7 +35,6 @@ from . import integration
 from .checks import (
     _WEIGHT_SUFFIXES,
     WorkflowError,
-    check_dynamic_export,
     check_imgsz,
     check_labels,
     load_model,
@@ -47,13 +47,14 @@ __all__ = [
     "FALLBACK_MODEL",
     "SHAPES_TRAIN_DEFAULTS",
     "WorkflowError",
-    "check_dynamic_export",
     "check_export_parity",
     "check_imgsz",
     "check_labels",
+    "ExportedModel",
     "default_model",
     "export",
     "export_formats",
+    "load_exported",
     "load_model",
     "predict",
     "resolve_data",
@@ -64,7 +65,7 @@ __all__ = [
 
 FALLBACK_MODEL = "yolov5n-c3tr.yaml"  # used while integration.DEFAULT_MODEL is not shipped
 SHAPES_TRAIN_DEFAULTS = {"epochs": 30, "imgsz": 320, "batch": 16}  # small, CPU-friendly; explicit keys win
-PARITY_FORMATS = ("onnx", "torchscript")
+PARITY_FORMATS = ("onnx", "torchscript", "openvino", "ncnn")
 
 
 def _say(msg: str) -> None:
@@ -304,12 +305,13 @@ def predict(model: str | Path, source: str | Path | None = None, **overrides: An
 
 
 def export(model: str | Path, format: str = "onnx", parity: bool = True, **overrides: Any) -> tuple[Path, float | None]:
-    """Export a checkpoint with ultralytics; for ONNX and TorchScript, check the file against PyTorch.
+    """Export a checkpoint with ultralytics; for ONNX, TorchScript, OpenVINO and ncnn, check the file against PyTorch.
 
     Args:
         model: Checkpoint path (``best.pt``).
         format: Any ultralytics export format (``onnx``, ``torchscript``, ``openvino``, ...).
-        parity: Run the exported ONNX/TorchScript file and PyTorch on the same input and print the max difference.
+        parity: Run the exported file and PyTorch on the same input and print the max difference
+            (:data:`PARITY_FORMATS`; dynamic exports at two sizes).
         **overrides: Any ultralytics export argument (``imgsz``, ``half``, ``dynamic``, ``opset``, ...).
 
     Returns:
@@ -323,14 +325,24 @@ def export(model: str | Path, format: str = "onnx", parity: bool = True, **overr
         raise WorkflowError(f"format={format} is not an export format; allowed: {', '.join(formats)}")
     yolo = load_model(model)
     check_imgsz(overrides.get("imgsz"), yolo)
-    if overrides.get("dynamic"):
-        check_dynamic_export(yolo.model)
+    if overrides.get("data"):  # int8 calibration images: a shapes recipe is generated, nothing is downloaded
+        overrides["data"] = resolve_data(overrides["data"])
     f = _export_atomically(yolo, Path(model), format=format, **overrides)
     _say(f"exported {f}")
     diff = None
     if parity and str(format).lower() in PARITY_FORMATS:
-        diff = check_export_parity(model, f, imgsz=overrides.get("imgsz"))
+        if _is_int8(overrides):
+            _say(f"int8: raw output differences say little; compare mAP instead: yolo-attn val model={f} data=... "
+                 f"and yolo-attn val model={model} data=...")
+        else:
+            diff = check_export_parity(model, f, imgsz=overrides.get("imgsz"))
     return f, diff
+
+
+def _is_int8(overrides: dict) -> bool:
+    """Whether the export arguments ask for int8 (``int8=True``, ultralytics' older spelling, or ``quantize=8``)."""
+    quantize = overrides.get("quantize")
+    return bool(overrides.get("int8")) or str(quantize).lower() in {"8", "int8", "w8a8"}
 
 
 def export_formats() -> list[str]:
@@ -368,6 +380,117 @@ def _export_atomically(yolo: YOLO, weights: Path, **kwargs: Any) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------- parity
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported file loaded in its runtime, for parity checks.
+
+    Attributes:
+        runtime: Runtime name (``ONNX Runtime``, ``TorchScript``, ``OpenVINO``, ``ncnn``).
+        run: ``[B, 3, H, W]`` float32 array -> first output as a float32 array.
+        hw: The fixed input size ``(H, W)``, or None when the file accepts any size (dynamic export).
+        max_batch: Largest batch the file accepts at once (None: any).
+    """
+
+    runtime: str
+    run: Callable[[np.ndarray], np.ndarray]
+    hw: tuple[int, int] | None
+    max_batch: int | None
+
+
+def _static_hw(dims: Any) -> tuple[int, int] | None:
+    hw = [d for d in list(dims)[2:4] if isinstance(d, int) and d > 0]
+    return tuple(hw) if len(hw) == 2 else None
+
+
+def _load_onnx(path: Path) -> ExportedModel:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as PyTorch, and as OpenVINO below
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+    run = lambda x: sess.run(None, {inp.name: x.astype(dtype)})[0]  # noqa: E731
+    return ExportedModel("ONNX Runtime", run, _static_hw(inp.shape), batch)
+
+
+def _load_torchscript(path: Path) -> ExportedModel:
+    extra = {"config.txt": ""}
+    ts = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    meta = json.loads(extra["config.txt"] or "{}")
+    half = meta.get("args", {}).get("quantize") == 16 or bool(meta.get("args", {}).get("half"))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        with torch.no_grad():
+            return _first_tensor(ts(t.half() if half else t)).float().numpy()
+
+    dynamic = bool(meta.get("args", {}).get("dynamic"))
+    hw = None if dynamic else _input_hw(meta.get("imgsz"), 640)
+    return ExportedModel("TorchScript", run, hw, None if dynamic else int(meta.get("batch", 1)))
+
+
+def _load_openvino(xml: Path) -> ExportedModel:
+    import openvino as ov
+
+    core = ov.Core()
+    core.set_property({"ENABLE_MMAP": False})  # a mapped .bin rewritten by a later export would crash (SIGBUS)
+    model = core.read_model(str(xml))
+    # f32: on CPUs with bf16 units OpenVINO otherwise computes in bf16 by default (~1e-2 relative error)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    shape = model.inputs[0].get_partial_shape()
+    dims = [d.get_length() if d.is_static else None for d in shape]
+    return ExportedModel("OpenVINO", lambda x: compiled(x)[compiled.output(0)], _static_hw(dims), dims[0])
+
+
+def _load_ncnn(folder: Path) -> ExportedModel:
+    import ncnn
+
+    net = ncnn.Net()
+    if net.load_param(str(folder / "model.ncnn.param")) or net.load_model(str(folder / "model.ncnn.bin")):
+        raise WorkflowError(f"ncnn cannot load {folder} (an operator of the graph is not supported by ncnn)")
+    if not net.input_names():
+        raise WorkflowError(f"ncnn cannot load {folder}: its graph uses operators ncnn does not implement")
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text()) if (folder / "metadata.yaml").is_file() else {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        ex = net.create_extractor()
+        ex.input(net.input_names()[0], ncnn.Mat(np.ascontiguousarray(x[0])))
+        return np.asarray(ex.extract(net.output_names()[0])[1])[None]
+
+    return ExportedModel("ncnn", run, _input_hw(meta.get("imgsz"), 640), 1)
+
+
+def load_exported(exported: str | Path) -> ExportedModel:
+    """Load an exported ONNX file, TorchScript file, OpenVINO folder or ncnn folder in its runtime.
+
+    Args:
+        exported: ``.onnx``, ``.torchscript``, ``*_openvino_model/`` or ``*_ncnn_model/``.
+
+    Returns:
+        The :class:`ExportedModel`.
+
+    Raises:
+        WorkflowError: For other formats (no runtime for them here) or a graph the runtime cannot load.
+
+    Examples:
+        >>> load_exported("best.onnx").runtime  # doctest: +SKIP
+        'ONNX Runtime'
+    """
+    path = Path(exported)
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
+    if path.suffix == ".torchscript":
+        return _load_torchscript(path)
+    if path.is_dir() and sorted(path.glob("*.xml")):
+        return _load_openvino(sorted(path.glob("*.xml"))[0])
+    if path.is_dir() and (path / "model.ncnn.param").is_file():
+        return _load_ncnn(path)
+    raise WorkflowError(f"no parity runtime for {path.name}; parity is checked for {', '.join(PARITY_FORMATS)}")
+
+
 def _first_tensor(out: Any) -> torch.Tensor:
     while isinstance(out, (list, tuple)):
         out = out[0]
@@ -386,64 +509,54 @@ def _input_hw(imgsz: Any, fallback: Any) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def check_export_parity(weights: str | Path, exported: str | Path, imgsz: Any = None, seed: int = 0) -> float:
-    """Run an exported ONNX (ONNX Runtime) or TorchScript file and the PyTorch checkpoint on one input; print the gap.
-
-    The input is a synthetic shapes image drawn at the exported input size, as ``[1, 3, H, W]`` RGB floats in [0, 1]
-    (what ultralytics' preprocessing gives for an image already at that size). Compared: the decoded prediction
-    tensor ``[1, 4 + nc, anchors]`` of both.
-
-    Args:
-        weights: The PyTorch checkpoint that was exported.
-        exported: The ``.onnx`` file or ``.torchscript`` file.
-        imgsz: Input size when the exported file does not fix it (dynamic ONNX); defaults to the checkpoint's.
-        seed: Seed of the input image.
-
-    Returns:
-        Max absolute difference between the two outputs.
-    """
+def _shapes_batch(batch: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Synthetic shapes images as ``[batch, 3, h, w]`` RGB floats in [0, 1], as ultralytics preprocesses them."""
     import cv2
 
     from .data import render_image
 
-    exported = Path(exported)
+    images = [cv2.resize(render_image(max(h, w), seed=seed + i), (w, h)) for i in range(batch)]
+    chw = [np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1)) for im in images]
+    return np.stack(chw).astype(np.float32) / 255.0
+
+
+def check_export_parity(weights: str | Path, exported: str | Path, imgsz: Any = None, seed: int = 0) -> float:
+    """Run an exported file (ONNX Runtime, TorchScript, OpenVINO, ncnn) and the PyTorch checkpoint on the same input.
+
+    The input is a synthetic shapes image at the exported input size, as ``[1, 3, H, W]`` RGB floats in [0, 1]
+    (what ultralytics' preprocessing gives for an image already at that size). A file exported with
+    ``dynamic=True`` is also run at a second size and batch 2 (``H + 2 * stride`` x ``W + stride``), so a graph that
+    only fits its export size fails here. Compared: the decoded prediction tensor ``[B, 4 + nc, anchors]``; one line
+    per input is printed. OpenVINO runs with ``INFERENCE_PRECISION_HINT=f32`` (its CPU default may be bf16).
+
+    Args:
+        weights: The PyTorch checkpoint that was exported.
+        exported: The exported file or folder.
+        imgsz: Input size when the exported file does not fix it (dynamic); defaults to the checkpoint's.
+        seed: Seed of the input images.
+
+    Returns:
+        Max absolute difference between the outputs over all inputs.
+    """
+    exported = load_exported(exported)
     model = YOLO(str(weights)).model.float().eval()
-    half = False
-    if exported.suffix == ".onnx":
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        static = [d for d in inp.shape[2:] if isinstance(d, int)]
-        hw = tuple(static) if len(static) == 2 else _input_hw(imgsz, model.args.get("imgsz", 640))
-        half = "float16" in inp.type
-
-        def run_exported(x: np.ndarray) -> np.ndarray:
-            return sess.run(None, {inp.name: x.astype(np.float16 if half else np.float32)})[0]
-
-        runtime = "ONNX Runtime"
-    else:
-        extra = {"config.txt": ""}
-        ts = torch.jit.load(str(exported), map_location="cpu", _extra_files=extra)
-        meta = json.loads(extra["config.txt"] or "{}")
-        hw = _input_hw(meta.get("imgsz"), model.args.get("imgsz", 640))
-        half = bool(meta.get("half"))
-
-        def run_exported(x: np.ndarray) -> np.ndarray:
-            t = torch.from_numpy(x)
-            with torch.no_grad():
-                return _first_tensor(ts(t.half() if half else t)).float().numpy()
-
-        runtime = "TorchScript"
-    h, w = hw
-    img = cv2.resize(render_image(max(h, w), seed=seed), (w, h))
-    x = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))[None].astype(np.float32) / 255.0
-    with torch.no_grad():
-        ref = _first_tensor(model(torch.from_numpy(x))).float().numpy()
-    got = np.asarray(_first_tensor(run_exported(x)), dtype=np.float32)
-    if ref.shape != got.shape:
-        raise WorkflowError(f"{runtime} output shape {got.shape} != PyTorch output shape {ref.shape}")
-    diff = float(np.abs(ref - got).max())
-    scale = float(np.abs(ref).max())
-    _say(f"{runtime} vs PyTorch on a {h}x{w} input: max |diff| = {diff:.3g} (outputs up to {scale:.3g})")
-    return diff
+    h, w = exported.hw or _input_hw(imgsz, model.args.get("imgsz", 640))
+    stride = int(torch.as_tensor(model.stride).max())
+    inputs = [(1, h, w)] + ([(2, h + 2 * stride, w + stride)] if exported.hw is None else [])
+    worst = 0.0
+    for batch, ih, iw in inputs:
+        x = _shapes_batch(batch, ih, iw, seed)
+        with torch.no_grad():
+            ref = _first_tensor(model(torch.from_numpy(x))).float().numpy()
+        got = np.asarray(_first_tensor(exported.run(x)), dtype=np.float32)
+        if ref.shape != got.shape:
+            raise WorkflowError(f"{exported.runtime} output shape {got.shape} != PyTorch output shape {ref.shape}")
+        diff = float(np.abs(ref - got).max())
+        worst = max(worst, diff)
+        shape = f"{ih}x{iw}" if batch == 1 else f"batch-{batch} {ih}x{iw}"
+        scale = float(np.abs(ref).max())
+        _say(f"{exported.runtime} vs PyTorch on a {shape} input: max |diff| = {diff:.3g} (outputs up to {scale:.3g})")
+        if diff > 1e-2 * max(scale, 1.0):  # beyond fp16 rounding too: the runtime computes something else
+            _say(f"WARNING: {exported.runtime} does not reproduce PyTorch (difference {diff / max(scale, 1.0):.1%} of "
+                 "the largest output); do not deploy this file without checking it")
+    return worst

@@ -19,7 +19,6 @@ attends the keys of its chunk that share its cluster. The pattern *actually used
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -53,12 +52,12 @@ def lsh_route(r: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
 
 def _chunk_layout(cluster_ids: torch.Tensor, num_clusters: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Sort order ``perm`` (position of the t-th sorted token), inverse ``rank`` and chunk size ``c``."""
-    n = cluster_ids.shape[-1]
+    n = cluster_ids.shape[-1]  # a 0-d tensor when traced: the chunk size below is then computed in the graph
     pos = torch.arange(n, device=cluster_ids.device)
     # unique float keys (exact below 2**24) so the order is deterministic and the sort exports as ONNX TopK
     perm = torch.argsort((cluster_ids * n + pos).float(), dim=-1)
     rank = torch.zeros_like(perm).scatter(-1, perm, pos.expand_as(perm))
-    return perm, rank, math.ceil(n / num_clusters)
+    return perm, rank, (n + num_clusters - 1) // num_clusters
 
 
 def cluster_mask(cluster_ids: torch.Tensor, num_clusters: int) -> torch.Tensor:

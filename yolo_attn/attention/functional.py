@@ -10,7 +10,6 @@ Tests hold every fast path to ``softmax(q k^T / sqrt(d) + mask) v`` with the mas
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +20,7 @@ from . import patterns as P
 from .flex import choose_backend, run_flex
 from .kernel import attention_weights, mask_to_bias, masked_attention
 from .options import OPTION_ALIASES, TILE, allowed_options, canonical_name, resolve
-from .tiling import TilePlan, tile_plan, tiled_attention
+from .tiling import Size, TilePlan, graph_constants, is_symbolic, plan_for, symbolic_sizes, tiled_attention
 
 __all__ = ["attend", "pattern_mask", "relative_position_bias", "PATTERNS", "PatternSpec"]
 
@@ -60,10 +59,10 @@ class PatternSpec:
                 return out
         return (self.run or _run_tiled)(self, q, k, v, h, w, options, rel_pos_bias, dropout_p)
 
-    def plan(self, h: int, w: int, options: dict, device: torch.device, dtype: torch.dtype) -> TilePlan:
-        """The cached :class:`~yolo_attn.attention.tiling.TilePlan` of this separable pattern."""
+    def plan(self, h: Size, w: Size, options: dict, device: torch.device, dtype: torch.dtype) -> TilePlan:
+        """The :class:`~yolo_attn.attention.tiling.TilePlan` of this separable pattern (cached for int sizes)."""
         kind, params = self.plan_key(h, w, options)
-        return tile_plan(kind, h, w, params, device, dtype)
+        return plan_for(kind, h, w, params, device, dtype)
 
 
 PATTERNS: dict[str, PatternSpec] = {}
@@ -103,18 +102,23 @@ def relative_position_bias(table: torch.Tensor, hw: tuple[int, int]) -> torch.Te
 
 @functools.lru_cache(maxsize=64)
 def _rel_index(kind: str, h: int, w: int, params: tuple, device: torch.device, extent: tuple[int, int]):
-    return tile_plan(kind, h, w, params, device, torch.float32).rel_index(extent)
+    return plan_for(kind, h, w, params, device, torch.float32).rel_index(extent)
 
 
-def _tiled_rel_bias(table: torch.Tensor, spec: PatternSpec, h: int, w: int, options: dict) -> torch.Tensor:
-    kind, params = spec.plan_key(h, w, options)
+def _tiled_rel_bias(table: torch.Tensor, spec: PatternSpec, plan: TilePlan, h: Size, w: Size,
+                    options: dict) -> torch.Tensor:
+    """``[heads, T, Q, R]`` bias gathered from the table; the index is cached for int sizes, built in the graph
+    from the plan for symbolic ones."""
     extent = ((table.shape[1] + 1) // 2, (table.shape[2] + 1) // 2)
+    if is_symbolic(h, w):
+        return table.flatten(1)[:, plan.rel_index(extent)]
+    kind, params = spec.plan_key(h, w, options)
     return table.flatten(1)[:, _rel_index(kind, h, w, params, table.device, extent)]
 
 
 def _run_tiled(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     plan = spec.plan(h, w, options, q.device, q.dtype)
-    bias = None if rel_pos_bias is None else _tiled_rel_bias(rel_pos_bias, spec, h, w, options)
+    bias = None if rel_pos_bias is None else _tiled_rel_bias(rel_pos_bias, spec, plan, h, w, options)
     return tiled_attention(q, k, v, plan, bias=bias, dropout_p=dropout_p)
 
 
@@ -125,22 +129,25 @@ def _run_full(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
 
 def _run_axial(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     """Row logits ``[B, heads, h, w, w]`` and column logits ``[B, heads, h, w, h]`` joined in one softmax."""
-    qg = (q * q.shape[-1] ** -0.5).unflatten(2, (h, w))
-    kg, vg = k.unflatten(2, (h, w)), v.unflatten(2, (h, w))
+    b, heads = q.shape[:2]
+    qg, kg, vg = (t.reshape(b, heads, h, w, t.shape[-1]) for t in (q * q.shape[-1] ** -0.5, k, v))
+    rows = torch.arange(h, device=q.device)
     row = qg @ kg.transpose(-2, -1)
     col = (qg.transpose(2, 3) @ kg.transpose(2, 3).transpose(-2, -1)).transpose(2, 3)
-    eye = torch.eye(h, dtype=torch.bool, device=q.device)[:, None, :]  # the query itself is counted in its row
-    mask = torch.cat([torch.ones(h, 1, w, dtype=torch.bool, device=q.device), ~eye], dim=-1)
+    other_row = (rows[:, None] != rows[None, :])[:, None, :]  # the query itself is counted in its row, not its column
+    mask = torch.cat([torch.ones(h, 1, w, dtype=torch.bool, device=q.device), other_row], dim=-1)
     weights = attention_weights(torch.cat([row, col], dim=-1), mask=mask, dropout_p=dropout_p).to(v.dtype)
     out = weights[..., :w] @ vg + (weights[..., w:].transpose(2, 3) @ vg.transpose(2, 3)).transpose(2, 3)
-    return out.flatten(2, 3)
+    return out.reshape(b, heads, -1, out.shape[-1])
 
 
-def _global_index(global_idx: Any, n: int, device: torch.device) -> torch.Tensor:
-    idx = torch.as_tensor(global_idx, dtype=torch.long).reshape(-1)
-    if idx.numel() and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"global_idx={idx.tolist()} must lie in [0, {n}) for a map of {n} tokens")
-    return torch.unique(idx).to(device)
+def _global_index(global_idx: Any, n: Size) -> list[int]:
+    """Sorted unique ``global_idx`` as ints (a constant of a traced graph); checked against ``n`` when concrete."""
+    with graph_constants():
+        idx = sorted(set(torch.as_tensor(global_idx, dtype=torch.long).reshape(-1).tolist()))
+    if idx and not is_symbolic(n) and (idx[0] < 0 or idx[-1] >= n):
+        raise ValueError(f"global_idx={idx} must lie in [0, {n}) for a map of {n} tokens")
+    return idx
 
 
 def _split_global(options: dict) -> tuple[PatternSpec, dict]:
@@ -150,7 +157,7 @@ def _split_global(options: dict) -> tuple[PatternSpec, dict]:
 
 def _global_pattern_mask(h: int, w: int, **options) -> torch.Tensor:
     base, base_options = _split_global(options)
-    gidx = _global_index(options["global_idx"], h * w, torch.device("cpu"))
+    gidx = torch.tensor(_global_index(options["global_idx"], h * w), dtype=torch.long)
     return P.global_mask(base.mask(h, w, **base_options), gidx, options["num_global_tokens"])
 
 
@@ -158,16 +165,18 @@ def _run_global(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     """Base pattern for the spatial queries plus the global keys; dense rows for the global queries."""
     base, base_options = _split_global(options)
     n, g = h * w, options["num_global_tokens"]
-    gidx = _global_index(options["global_idx"], n, q.device)
-    if g == 0 and gidx.numel() == 0:
+    idx = _global_index(options["global_idx"], n)
+    if g == 0 and not idx:
         return base(q, k, v, h, w, base_options, None, dropout_p)
     if base.plan_key is None:
         raise ValueError(f"global attention needs a tiled base pattern, got base={base.name!r}")
     plan = base.plan(h, w, base_options, q.device, q.dtype)
+    with graph_constants():
+        gidx = torch.tensor(idx, dtype=torch.long, device=q.device)
     rows = torch.cat([torch.arange(g, device=q.device), gidx + g])
     in_base = plan.allowed(plan.q_idx[:, :, None], gidx)  # [T, Q, g]: already a neighbour, do not count twice
-    leading = torch.zeros(*in_base.shape[:2], g, dtype=q.dtype, device=q.device)
-    extra_bias = torch.cat([leading, mask_to_bias(~in_base, q.dtype)], dim=-1)
+    tokens = torch.ones(*plan.q_idx.shape, g, dtype=torch.bool, device=q.device)  # learned tokens: always attended
+    extra_bias = mask_to_bias(torch.cat([tokens, ~in_base], dim=-1), q.dtype)
     spatial = tiled_attention(
         q[:, :, g:], k[:, :, g:], v[:, :, g:], plan, extra_k=k[:, :, rows], extra_v=v[:, :, rows],
         extra_bias=extra_bias, dropout_p=dropout_p,
@@ -175,7 +184,7 @@ def _run_global(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     dense = masked_attention(q[:, :, rows], k, v, dropout_p=dropout_p)
     source = torch.arange(g + n, device=q.device) - g
     source = torch.where(source < 0, source + g + n, source)
-    source = source.scatter(0, gidx + g, n + g + torch.arange(gidx.numel(), device=q.device))
+    source = source.scatter(0, gidx + g, n + g + torch.arange(len(idx), device=q.device))
     return torch.cat([spatial, dense], dim=2).index_select(2, source)
 
 
@@ -195,7 +204,11 @@ def _custom_mask(h: int, w: int, mask: torch.Tensor | Callable[[int, int], torch
 
 
 def _run_custom(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
-    mask = _custom_mask(h, w, options["mask"]).to(q.device)
+    """A mask tensor is a constant of a traced graph (one size); a callable ``(h, w) -> mask`` is traced with the
+    symbolic size."""
+    mask = options["mask"]
+    mask = (mask(h, w) if callable(mask) else mask) if is_symbolic(h, w) else _custom_mask(h, w, mask)
+    mask = mask.to(q.device)
     return masked_attention(q, k, v, mask=mask, dropout_p=dropout_p)
 
 
@@ -238,7 +251,7 @@ def _mixed_pattern_mask(h: int, w: int, **options) -> torch.Tensor:
 def _run_mixed(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     groups, outs, start = mixed_groups(options), [], 0
     total = sum(count for _, _, count in groups)
-    if total != q.shape[1]:
+    if not is_symbolic(h, w) and total != q.shape[1]:
         raise ValueError(f"heads={dict(options['heads'])} sums to {total} but the input has {q.shape[1]} heads")
     for sub_spec, sub, count in groups:
         part = slice(start, start + count)
@@ -274,10 +287,12 @@ for _spec in (
     register_pattern(_spec)
 
 
-def _check_hw(hw: Any) -> tuple[int, int]:
-    """Map size as Python ints. Traced sizes (0-d tensors under ``torch.jit.trace`` / ONNX export) become
-    constants here: the index plans are built for that size, so sparse patterns export at a fixed size."""
+def _check_hw(hw: Any) -> tuple[Size, Size]:
+    """Map size as Python ints; while tracing, traced sizes (0-d tensors under ``torch.jit.trace`` /
+    ``torch.onnx.export``) stay tensors, so the index plans are computed inside the graph from the input's size."""
     if isinstance(hw, (tuple, list)) and len(hw) == 2:
+        if symbolic_sizes() and all(isinstance(x, torch.Tensor) and x.dim() == 0 for x in hw):
+            return tuple(hw)
         size = tuple(int(x) if isinstance(x, torch.Tensor) and x.numel() == 1 else x for x in hw)
         if all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in size):
             return size
@@ -320,33 +335,25 @@ def attend(
     options = dict(options)
     rel_pos_bias, dropout_p = options.pop("rel_pos_bias", None), float(options.pop("dropout_p", 0.0))
     spec, options = resolve(PATTERNS, pattern, options)
+    if rel_pos_bias is not None and not spec.rel_pos:
+        supported = sorted(name for name, s in PATTERNS.items() if s.rel_pos)
+        raise ValueError(f"rel_pos_bias is not supported by pattern {spec.name!r}; supported: {supported}")
     h, w = _check_hw(hw)
+    if not is_symbolic(h, w):  # traced graphs were validated by the eager run before the trace
+        _check_inputs(spec, q, k, v, h, w, options, rel_pos_bias)
+    return spec(q, k, v, h, w, options, rel_pos_bias, dropout_p)
+
+
+def _check_inputs(spec: PatternSpec, q, k, v, h: int, w: int, options: dict, rel_pos_bias) -> None:
+    """Shapes of ``q, k, v`` and of the relative bias table against the map size and the heads."""
     _check_dilation(spec, h, w, options)
     n = h * w + options.get("num_global_tokens", 0)
     if q.dim() != 4 or q.shape[2] != n or k.shape[:3] != q.shape[:3] or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"q, k, v of shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} do not match "
-                         f"[B, heads, {n}, d] for hw={hw}")
-    if rel_pos_bias is not None:
-        if not spec.rel_pos:
-            supported = sorted(name for name, s in PATTERNS.items() if s.rel_pos)
-            raise ValueError(f"rel_pos_bias is not supported by pattern {spec.name!r}; supported: {supported}")
-        if rel_pos_bias.dim() != 3 or rel_pos_bias.shape[0] != q.shape[1] or rel_pos_bias.shape[1] % 2 == 0 \
-                or rel_pos_bias.shape[2] % 2 == 0:
-            raise ValueError(f"rel_pos_bias shape {tuple(rel_pos_bias.shape)} must be [{q.shape[1]}, 2a-1, 2b-1]")
-    if torch.jit.is_tracing() and not (spec.name == "full" and rel_pos_bias is None):
-        _warn_fixed_size(spec.name, h, w)
-    return spec(q, k, v, h, w, options, rel_pos_bias, dropout_p)
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_fixed_size(name: str, h: int, w: int) -> None:
-    """Warn once per (pattern, map size) that a traced/exported graph only fits the map size it was traced at."""
-    warnings.warn(
-        f"yolo_attn: {name!r} attention is traced for a fixed {h}x{w} map (its index plan is a constant of the "
-        "graph): the exported model accepts only the input size it was exported at. Export one file per input size "
-        "(dynamic=False); only 'full' attention without a relative bias, and linear attention, export for any size.",
-        stacklevel=3,
-    )
+                         f"[B, heads, {n}, d] for hw={(h, w)}")
+    if rel_pos_bias is not None and (rel_pos_bias.dim() != 3 or rel_pos_bias.shape[0] != q.shape[1]
+                                     or rel_pos_bias.shape[1] % 2 == 0 or rel_pos_bias.shape[2] % 2 == 0):
+        raise ValueError(f"rel_pos_bias shape {tuple(rel_pos_bias.shape)} must be [{q.shape[1]}, 2a-1, 2b-1]")
 
 
 def pattern_mask(pattern: str, hw: tuple[int, int], **options: Any) -> torch.Tensor:

@@ -7,7 +7,6 @@ implemented exactly once.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +63,7 @@ def masked_attention(
         >>> masked_attention(q, k, v).shape
         torch.Size([2, 4, 10, 8])
     """
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scale = q.shape[-1] ** -0.5 if scale is None else scale  # a traced head dim stays a tensor (no tracer warning)
     logits = torch.matmul(q * scale, k.transpose(-2, -1))
     weights = attention_weights(logits, mask=mask, bias=bias, dropout_p=dropout_p)
     return torch.matmul(weights.to(v.dtype), v)

@@ -66,8 +66,6 @@ class LinearAttention(QKVAttentionBase):
         torch.Size([2, 35, 64])
     """
 
-    exports_any_size = True  # no mask, no plan: the graph is size-generic
-
     def __init__(
         self,
         dim: int,

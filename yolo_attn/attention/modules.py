@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from .functional import PATTERNS, attend, mixed_groups
 from .options import resolve
+from .tiling import symbolic_sizes
 
 __all__ = ["Attention", "QKVAttentionBase", "rel_pos_extent"]
 
@@ -62,17 +63,17 @@ class QKVAttentionBase(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(_check_prob("proj_drop", proj_drop))
 
-    #: Whether a traced / exported graph of this module runs at any map size (its computation has no size-specific
-    #: constants). Sparse patterns bake their index plans for the traced size.
-    exports_any_size: bool = False
-
     @property
     def dropout_p(self) -> float:
         """Attention-weight dropout probability to use now: ``attn_drop`` in training, 0.0 in eval."""
         return self.attn_drop if self.training else 0.0
 
     def check_input(self, x: torch.Tensor, hw: tuple[int, int], extra_tokens: int = 0) -> None:
-        """Validate ``x: [B, N, C]`` against ``hw = (H, W)`` (``N = extra_tokens + H * W``) and ``C = dim``."""
+        """Validate ``x: [B, N, C]`` against ``hw = (H, W)`` (``N = extra_tokens + H * W``) and ``C = dim``.
+
+        Skipped while tracing (sizes are symbolic then; the eager run before the trace validated them)."""
+        if symbolic_sizes():
+            return
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x.shape={tuple(x.shape)} must be [B, N, C] with C = dim = {self.dim}")
         h, w = hw
@@ -118,7 +119,8 @@ class Attention(QKVAttentionBase):
     """Multi-head self-attention over ``[B, N, C]`` tokens of an ``h x w`` map under a mask-defined pattern.
 
     ``qkv`` and ``proj`` are linear layers; the attention itself is :func:`~yolo_attn.attention.attend`, whose
-    index plans are cached per ``(pattern, h, w, options, device)`` outside the module (never in ``state_dict``).
+    index plans are cached per ``(pattern, h, w, options, device)`` outside the module (never in ``state_dict``)
+    and computed inside the graph from the input's size when traced, so exports run at any input size.
 
     Args:
         dim: Channels ``C``.
@@ -160,11 +162,6 @@ class Attention(QKVAttentionBase):
             a = rel_pos_extent(spec.name, options) if rel_pos is True else int(rel_pos)
             self.rel_pos_bias = nn.Parameter(torch.zeros(num_heads, 2 * a - 1, 2 * a - 1))
             nn.init.trunc_normal_(self.rel_pos_bias, std=0.02)
-
-    @property
-    def exports_any_size(self) -> bool:
-        """Only ``full`` attention without a relative position bias traces without size-specific constants."""
-        return self.pattern == "full" and self.rel_pos_bias is None
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Attend.

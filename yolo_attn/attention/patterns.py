@@ -91,26 +91,26 @@ def band(pq: torch.Tensor, pk: torch.Tensor, window: int, dilation: int = 1) -> 
     return (diff.abs() <= window * dilation) & (diff % dilation == 0)
 
 
-def window_shift(length: int, window: int, shift: bool | int) -> tuple[int, int]:
+def window_shift(length: int | torch.Tensor, window: int, shift: bool | int) -> tuple:
     """Effective (window, shift) on one axis: window clamped to the axis, no shift if one window covers it.
 
     Args:
-        length: Axis length.
+        length: Axis length (an int, or a 0-d tensor for a symbolic traced size).
         window: Requested window size (>= 1).
         shift: False/0 for none, True for ``window // 2`` (Swin), or an explicit int.
 
     Returns:
-        ``(ws, s)`` with ``1 <= ws <= length`` and ``0 <= s < ws``.
+        ``(ws, s)`` with ``1 <= ws <= length`` and ``0 <= s < ws``: ints for an int ``length``, 0-d tensors for a
+        tensor ``length``.
 
     Examples:
         >>> window_shift(13, 8, True), window_shift(5, 8, True)
         ((8, 4), (5, 0))
     """
-    ws = min(window, length)
-    if ws == length:
-        return ws, 0
-    s = ws // 2 if shift is True else int(shift)
-    return ws, s % ws
+    n = length if isinstance(length, torch.Tensor) else torch.full((), length, dtype=torch.long)
+    ws = n.clamp(max=window)
+    s = torch.where(ws == n, 0, (ws // 2 if shift is True else int(shift)) % ws)
+    return (ws, s) if isinstance(length, torch.Tensor) else (int(ws), int(s))
 
 
 def axis_window(pq: torch.Tensor, pk: torch.Tensor, window: int, shift: int = 0) -> torch.Tensor:

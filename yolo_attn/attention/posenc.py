@@ -113,7 +113,7 @@ class LearnedPosEmbed(nn.Module):
 
     def _resize(self, hw: tuple[int, int]) -> torch.Tensor:
         grid = self.pos_embed
-        if tuple(hw) != self.base_hw:
+        if torch.jit.is_tracing() or tuple(hw) != self.base_hw:  # traced: resize to the symbolic size (exact at base)
             grid = F.interpolate(grid, size=tuple(hw), mode="bicubic", align_corners=False)
         return grid.flatten(2).squeeze(0).transpose(0, 1)
 

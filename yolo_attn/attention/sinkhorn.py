@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .kernel import masked_attention
 from .modules import QKVAttentionBase
+from .tiling import symbolic_sizes
 
 __all__ = ["SinkhornAttention", "sinkhorn_attention", "sinkhorn_mask", "log_sinkhorn", "block_summaries"]
 
@@ -51,7 +52,7 @@ def block_summaries(x: torch.Tensor, block_size: int) -> torch.Tensor:
     """Mean over the real (non-padding) tokens of each block: ``[B, h, N, d] -> [B, h, ceil(N / b), d]``."""
     n = x.shape[2]
     pad = -n % block_size
-    sums = F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, block_size)).sum(dim=3)
+    sums = F.pad(x, (0, 0, 0, pad)).reshape(x.shape[0], x.shape[1], -1, block_size, x.shape[-1]).sum(dim=3)
     counts = F.pad(torch.ones(n, device=x.device, dtype=x.dtype), (0, pad)).reshape(-1, block_size).sum(-1)
     return sums / counts.unsqueeze(-1)
 
@@ -109,7 +110,7 @@ def sinkhorn_attention(
     b, h, n, _ = q.shape
     pad = -n % block_size
     nb = (n + pad) // block_size
-    if log_p.shape[-2:] != (nb, nb):
+    if not symbolic_sizes() and log_p.shape[-2:] != (nb, nb):
         raise ValueError(f"log_p.shape={tuple(log_p.shape)} must end with ({nb}, {nb}) for {n=}, {block_size=}")
     choice = log_p.argmax(dim=-1)  # [B, h, nb]
     st = torch.exp(log_p - log_p.detach()).gather(-1, choice.unsqueeze(-1))  # [B, h, nb, 1], == 1 in value

@@ -13,22 +13,31 @@ reads its output back from its one *home* slot. Padding slots (clamped, duplicat
 never read, and duplicated keys are masked, so outputs and gradients are exact. Memory is ``O(N * R)``; tiles run
 in chunks of about :data:`CHUNK_LOGITS` logits.
 
-All index tensors are built with ``torch.arange`` arithmetic (no loops over tiles) and cached per
-``(kind, h, w, params, device)``.
+All index tensors are built with ``torch.arange`` arithmetic (no loops over tiles) by one implementation,
+:func:`build_tile_plan`, from the map size: cached per ``(kind, h, w, params, device)`` for concrete sizes
+(:func:`tile_plan`), and built inside the graph from the input's symbolic size under ``torch.jit.trace`` /
+``torch.onnx.export`` (:func:`plan_for`), so exported graphs run at any input size. The slot counts per tile
+depend only on the pattern options; only the tile count follows the map size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator, Union
 
 import torch
 
 from .kernel import mask_to_bias, masked_attention
 from .patterns import axis_neighbourhood, axis_window, band, window_shift
 
-__all__ = ["AxisPlan", "TilePlan", "neighbourhood_axis", "window_axis", "band_axis", "tile_plan", "tiled_attention"]
+__all__ = [
+    "AxisPlan", "TilePlan", "as_size", "band_axis", "build_tile_plan", "graph_constants", "is_symbolic",
+    "neighbourhood_axis", "plan_for", "symbolic_sizes", "tile_plan",
+    "tiled_attention", "window_axis",
+]
 
 #: Logits per chunk of tiles (batch * heads * tiles * Q * R): chunks keep the working set cache-sized and the
 #: peak memory a small multiple of the inputs.
@@ -40,9 +49,40 @@ CUDA_CHUNK_LOGITS = 1 << 27
 Predicate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+Size = Union[int, torch.Tensor]
+
+
+def symbolic_sizes() -> bool:
+    """Whether map sizes are symbolic now: under ``torch.jit.trace`` / ``torch.onnx.export`` (TorchScript exporter)
+    every ``tensor.shape`` entry is a traced 0-d tensor, and plans must be built from it inside the graph."""
+    return torch.jit.is_tracing()
+
+
+@contextlib.contextmanager
+def graph_constants() -> Iterator[None]:
+    """Silence the tracer's notice that tensors made from Python values become constants of the traced graph:
+    inside this block they are constants by design (pattern options, never sizes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def as_size(length: Size) -> torch.Tensor:
+    """A map size as a 0-d long tensor: a traced (symbolic) size as it is, an int as a new tensor."""
+    return length if isinstance(length, torch.Tensor) else torch.full((), length, dtype=torch.long)
+
+
+def is_symbolic(*sizes: Size) -> bool:
+    """Whether any map size is a tensor (a traced symbolic size) rather than a Python int."""
+    return any(isinstance(size, torch.Tensor) for size in sizes)
+
+
 @dataclass(frozen=True)
 class AxisPlan:
     """Tiling of one axis of length ``L``.
+
+    The slot counts ``t`` (queries per tile) and ``R`` (keys per tile) depend only on the pattern options; only the
+    tile count ``T`` depends on ``L``, so a plan built from a symbolic (traced) ``L`` has static inner dimensions.
 
     Attributes:
         q_pos: ``LongTensor[T, t]`` query position of each tile slot (clamped into the axis).
@@ -50,6 +90,9 @@ class AxisPlan:
         mask: ``BoolTensor[T, t, R]`` exact spec predicate, False on padded / duplicated key slots.
         home: ``LongTensor[L]`` flat slot ``tile * t + slot`` that owns each position's output.
         pred: The spec predicate ``(pq, pk) -> bool`` used to build ``mask`` (reused to dedupe global keys).
+        t: Queries per tile (a Python int).
+        r: Keys per tile (a Python int).
+        n_tiles: Tile count ``T`` (a 0-d tensor; symbolic when traced).
     """
 
     q_pos: torch.Tensor
@@ -57,21 +100,32 @@ class AxisPlan:
     mask: torch.Tensor
     home: torch.Tensor
     pred: Predicate
+    t: int
+    r: int
+    n_tiles: torch.Tensor
+
+    def to(self, device: torch.device) -> AxisPlan:
+        """The same plan with its index tensors on ``device``."""
+        move = functools.partial(torch.Tensor.to, device=device)
+        return AxisPlan(*map(move, (self.q_pos, self.k_pos, self.mask, self.home)), self.pred, self.t, self.r,
+                        self.n_tiles)
 
 
-def _axis_plan(q_pos, q_home, k_pos, k_ok, pred) -> AxisPlan:
+def _axis_plan(q_pos, q_home, k_pos, k_ok, pred, n_tiles) -> AxisPlan:
     mask = pred(q_pos[:, :, None], k_pos[:, None, :]) & k_ok[:, None, :]
-    return AxisPlan(q_pos, k_pos, mask, q_home, pred)
+    return AxisPlan(q_pos, k_pos, mask, q_home, pred, q_pos.shape[-1], k_pos.shape[-1], n_tiles)
 
 
-def neighbourhood_axis(length: int, window: int, dilation: int, tile: int) -> AxisPlan:
+def neighbourhood_axis(length: Size, window: int, dilation: int, tile: int) -> AxisPlan:
     """Axis plan for the (dilated) neighbourhood of :func:`~yolo_attn.attention.patterns.axis_neighbourhood`.
 
-    Tiles live inside one residue sub-grid (positions ``r + dilation * m``): ``t`` consecutive ``m`` per tile and
-    ``R = t + k - 1`` consecutive sub-grid keys starting at the first query's window (shifted to fit the sub-grid).
+    Tiles live inside one residue sub-grid (positions ``r + dilation * m``): ``t = tile`` consecutive ``m`` per tile
+    and ``R = t + window - 1`` consecutive sub-grid keys starting at the first query's window (shifted to fit the
+    sub-grid). Sub-grids shorter than a tile repeat their last position (padding slots, never read) and mask
+    the keys past their end.
 
     Args:
-        length: Axis length ``L``.
+        length: Axis length ``L`` (an int, or a 0-d tensor when traced).
         window: Window size ``k``.
         dilation: Key spacing ``d``.
         tile: Queries per tile along this axis.
@@ -83,82 +137,88 @@ def neighbourhood_axis(length: int, window: int, dilation: int, tile: int) -> Ax
         >>> neighbourhood_axis(20, 7, 1, 8).mask.shape
         torch.Size([3, 8, 14])
     """
-    d = min(dilation, length)  # identical semantics: every residue sub-grid then has length 1
-    sub_max = (length + d - 1) // d
-    t = min(tile, sub_max)
-    n_tiles = (sub_max + t - 1) // t
-    r_len = min(t + min(window, sub_max) - 1, sub_max)
+    length = as_size(length)
+    d = length.clamp(max=dilation)  # identical semantics: every residue sub-grid then has length 1
+    t, r_len = tile, tile + window - 1
+    n_tiles = ((length + d - 1) // d + t - 1) // t
     res = torch.arange(d)[:, None, None]
     sub_len = (length - res + d - 1) // d  # [d, 1, 1]
-    mq = (torch.arange(n_tiles)[None, :, None] * t + torch.arange(t)).clamp(max=sub_len - 1)  # [d, n, t]
+    mq = torch.minimum(torch.arange(n_tiles)[None, :, None] * t + torch.arange(t), sub_len - 1)  # [d, n, t]
     k = sub_len.clamp(max=window)
     first = torch.minimum((mq[:, :, :1] - k // 2).clamp(min=0), sub_len - k)
-    ks = torch.minimum(first, (sub_len - r_len).clamp(min=0))
-    mk = ks + torch.arange(r_len)  # [d, n, R]
+    mk = torch.minimum(first, (sub_len - r_len).clamp(min=0)) + torch.arange(r_len)  # [d, n, R]
     k_ok = mk < sub_len
-    mk = mk.clamp(max=sub_len - 1)
+    mk = torch.minimum(mk, sub_len - 1)
     p = torch.arange(length)
     home = ((p % d) * n_tiles + (p // d) // t) * t + (p // d) % t
     pred = functools.partial(axis_neighbourhood, length=length, window=window, dilation=d)
-    return _axis_plan(
-        (res + d * mq).reshape(-1, t), home, (res + d * mk).reshape(-1, r_len), k_ok.reshape(-1, r_len), pred
-    )
+    return _axis_plan((res + d * mq).reshape(-1, t), home, (res + d * mk).reshape(-1, r_len),
+                      k_ok.reshape(-1, r_len), pred, d * n_tiles)
 
 
-def window_axis(length: int, window: int, shift: bool | int) -> AxisPlan:
+def window_axis(length: Size, window: int, shift: bool | int) -> AxisPlan:
     """Axis plan for Swin windows: one tile per window, keys = queries = the window's positions.
 
+    The effective window ``ws`` and shift come from :func:`~yolo_attn.attention.patterns.window_shift` (``ws``
+    clamped to the axis, no shift when one window covers it); every tile has ``window`` slots, of which the
+    first ``ws`` are the window and the rest padding.
+
     Args:
-        length: Axis length.
-        window: Requested window size (clamped, see :func:`~yolo_attn.attention.patterns.window_shift`).
+        length: Axis length (an int, or a 0-d tensor when traced).
+        window: Requested window size.
         shift: Shift (False / True / int).
 
     Returns:
-        The :class:`AxisPlan` with ``t = R = ws``; slots outside the axis are padding.
+        The :class:`AxisPlan` with ``t = R = window``; slots outside the axis or past ``ws`` are padding.
 
     Examples:
         >>> window_axis(13, 8, True).q_pos.shape
         torch.Size([3, 8])
     """
+    length = as_size(length)
     ws, s = window_shift(length, window, shift)
     n_tiles = (length + s + ws - 1) // ws
-    pos = torch.arange(n_tiles)[:, None] * ws - s + torch.arange(ws)
-    ok = (pos >= 0) & (pos < length)
-    pos = pos.clamp(0, length - 1)
+    slot = torch.arange(window)
+    pos = torch.arange(n_tiles)[:, None] * ws - s + slot
+    ok = (slot < ws) & (pos >= 0) & (pos < length)
+    pos = torch.minimum(pos.clamp(min=0), length - 1)
+    shifted = torch.arange(length) + s
+    home = shifted // ws * window + shifted % ws
     pred = functools.partial(axis_window, window=ws, shift=s)
-    return _axis_plan(pos, torch.arange(length) + s, pos, ok, pred)
+    return _axis_plan(pos, home, pos, ok, pred, n_tiles)
 
 
-def band_axis(length: int, window: int, dilation: int, tile: int) -> AxisPlan:
+def band_axis(length: Size, window: int, dilation: int, tile: int) -> AxisPlan:
     """Axis plan for the lectures' 1-D band ``|i - j| <= window * dilation``, ``(i - j) % dilation == 0``.
 
     Args:
-        length: Sequence length.
+        length: Sequence length (an int, or a 0-d tensor when traced).
         window: Half-width in steps of ``dilation``.
         dilation: Step between attended positions.
         tile: Queries per tile.
 
     Returns:
-        The :class:`AxisPlan` with ``R = t + 2 * window * dilation`` (clamped to the sequence).
+        The :class:`AxisPlan` with ``R = t + 2 * window * dilation`` (keys past the sequence masked).
 
     Examples:
         >>> band_axis(100, 3, 1, 16).k_pos.shape
         torch.Size([7, 22])
     """
-    t = min(tile, length)
+    length = as_size(length)
+    t, reach = tile, window * dilation
+    r_len = t + 2 * reach
     n_tiles = (length + t - 1) // t
-    reach = window * dilation
-    r_len = min(t + 2 * reach, length)
-    q = (torch.arange(n_tiles)[:, None] * t + torch.arange(t)).clamp(max=length - 1)
-    ks = (q[:, :1] - reach).clamp(0, length - r_len)
+    q = torch.minimum(torch.arange(n_tiles)[:, None] * t + torch.arange(t), length - 1)
+    mk = torch.minimum((q[:, :1] - reach).clamp(min=0), (length - r_len).clamp(min=0)) + torch.arange(r_len)
     pred = functools.partial(band, window=window, dilation=dilation)
-    return _axis_plan(q, torch.arange(length), ks + torch.arange(r_len), torch.ones(n_tiles, r_len, dtype=torch.bool), pred)
+    return _axis_plan(q, torch.arange(length), torch.minimum(mk, length - 1), mk < length, pred, n_tiles)
 
 
 def trivial_axis() -> AxisPlan:
     """Axis plan of a length-1 axis (the row axis of the 1-D sequence patterns)."""
     zero = torch.zeros(1, 1, dtype=torch.long)
-    return AxisPlan(zero, zero, torch.ones(1, 1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long), torch.eq)
+    return AxisPlan(zero, zero, torch.ones(1, 1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long), torch.eq,
+                    1, 1, as_size(1))
 
 
 @dataclass(frozen=True)
@@ -172,7 +232,7 @@ class TilePlan:
         k_idx: ``LongTensor[T, R]`` token index of each key slot.
         bias: ``FloatTensor[T, Q, R]``: 0 where the spec allows, a large negative number elsewhere.
         home: ``LongTensor[N]`` flat output slot of each token.
-        width: Map width (token ``t = y * width + x``).
+        width: Map width (token ``t = y * width + x``; a 0-d tensor when traced).
     """
 
     rows: AxisPlan
@@ -181,7 +241,7 @@ class TilePlan:
     k_idx: torch.Tensor
     bias: torch.Tensor
     home: torch.Tensor
-    width: int
+    width: Size
 
     def allowed(self, tq: torch.Tensor, tk: torch.Tensor) -> torch.Tensor:
         """Spec predicate on token indices (broadcasting): row predicate and column predicate."""
@@ -197,16 +257,18 @@ class TilePlan:
         dy = (self.rows.q_pos[:, :, None] - self.rows.k_pos[:, None, :]).clamp(1 - a, a - 1) + a - 1
         dx = (self.cols.q_pos[:, :, None] - self.cols.k_pos[:, None, :]).clamp(1 - b, b - 1) + b - 1
         idx = dy[:, None, :, None, :, None] * (2 * b - 1) + dx[None, :, None, :, None, :]
-        return idx.reshape(self.bias.shape)
+        return idx.reshape(-1, self.rows.t * self.cols.t, self.rows.r * self.cols.r)
 
 
-def _outer(r: torch.Tensor, c: torch.Tensor, w: int) -> torch.Tensor:
-    return (r[:, None, :, None] * w + c[None, :, None, :]).reshape(r.shape[0] * c.shape[0], -1)
+def _outer(r: torch.Tensor, c: torch.Tensor, w: Size) -> torch.Tensor:
+    return (r[:, None, :, None] * w + c[None, :, None, :]).reshape(-1, r.shape[-1] * c.shape[-1])
 
 
-@functools.lru_cache(maxsize=64)
-def tile_plan(kind: str, h: int, w: int, params: tuple, device: torch.device, dtype: torch.dtype) -> TilePlan:
-    """Build (and cache) the :class:`TilePlan` of a separable pattern.
+def build_tile_plan(kind: str, h: Size, w: Size, params: tuple, device: torch.device, dtype: torch.dtype) -> TilePlan:
+    """Build the :class:`TilePlan` of a separable pattern from the map size (ints, or 0-d tensors when traced).
+
+    The one implementation of every plan: :func:`tile_plan` caches it for concrete sizes; traced graphs call it
+    directly with the input's symbolic size, so the plan is computed inside the exported graph.
 
     Args:
         kind: ``"neighbourhood"`` (params ``(window, dilation, tile)``), ``"window"`` (``(window, shift)``) or
@@ -218,10 +280,10 @@ def tile_plan(kind: str, h: int, w: int, params: tuple, device: torch.device, dt
         dtype: Dtype of the additive bias.
 
     Returns:
-        The cached :class:`TilePlan`.
+        The :class:`TilePlan`.
 
     Examples:
-        >>> tile_plan("window", 13, 10, (8, True), torch.device("cpu"), torch.float32).q_idx.shape
+        >>> build_tile_plan("window", 13, 10, (8, True), torch.device("cpu"), torch.float32).q_idx.shape
         torch.Size([6, 64])
     """
     if kind == "neighbourhood":
@@ -232,16 +294,15 @@ def tile_plan(kind: str, h: int, w: int, params: tuple, device: torch.device, dt
     else:
         window, dilation, tile = params
         rows, cols, h, w = trivial_axis(), band_axis(h * w, window, dilation, tile), 1, h * w
-    (tr, tc), (rr, rc) = (rows.q_pos.shape[1], cols.q_pos.shape[1]), (rows.k_pos.shape[1], cols.k_pos.shape[1])
-    n_tc = cols.q_pos.shape[0]
+    (tr, tc), (rr, rc) = (rows.t, cols.t), (rows.r, cols.r)
     mask = rows.mask[:, None, :, None, :, None] & cols.mask[None, :, None, :, None, :]
-    y, x = torch.arange(h * w) // w, torch.arange(h * w) % w
-    ry, cx = rows.home[y], cols.home[x]
-    home = (((ry // tr) * n_tc + cx // tc) * tr + ry % tr) * tc + cx % tc
+    token = torch.arange(h * w)
+    ry, cx = rows.home[token // w], cols.home[token % w]
+    home = (((ry // tr) * cols.n_tiles + cx // tc) * tr + ry % tr) * tc + cx % tc
     to = functools.partial(torch.Tensor.to, device=device)
     return TilePlan(
-        rows=AxisPlan(*map(to, (rows.q_pos, rows.k_pos, rows.mask, rows.home)), rows.pred),
-        cols=AxisPlan(*map(to, (cols.q_pos, cols.k_pos, cols.mask, cols.home)), cols.pred),
+        rows=rows.to(device),
+        cols=cols.to(device),
         q_idx=to(_outer(rows.q_pos, cols.q_pos, w)),
         k_idx=to(_outer(rows.k_pos, cols.k_pos, w)),
         bias=to(mask_to_bias(mask.reshape(-1, tr * tc, rr * rc), dtype)),
@@ -250,9 +311,22 @@ def tile_plan(kind: str, h: int, w: int, params: tuple, device: torch.device, dt
     )
 
 
+#: Cached :func:`build_tile_plan` for concrete (int) map sizes, keyed by ``(kind, h, w, params, device, dtype)``.
+tile_plan = functools.lru_cache(maxsize=64)(build_tile_plan)
+
+
+def plan_for(kind: str, h: Size, w: Size, params: tuple, device: torch.device, dtype: torch.dtype) -> TilePlan:
+    """The :class:`TilePlan` for a map size: cached for ints, built in the graph for symbolic (traced) sizes."""
+    if is_symbolic(h, w):
+        return build_tile_plan(kind, h, w, params, device, dtype)
+    return tile_plan(kind, h, w, params, device, dtype)
+
+
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``x[:, :, idx]`` for ``x [B, h, N, d]`` and ``idx [T, S]`` -> ``[B, h, T, S, d]``."""
-    return x[:, :, idx.reshape(-1)].unflatten(2, idx.shape)
+    # reshape with sizes, not unflatten: the ONNX exporter infers no shape through unflatten and falls back to the
+    # traced (fixed) one, which later reshapes would then bake in
+    return x[:, :, idx.reshape(-1)].reshape(x.shape[0], x.shape[1], -1, idx.shape[-1], x.shape[-1])
 
 
 def tiled_attention(
@@ -288,21 +362,27 @@ def tiled_attention(
         >>> tiled_attention(q, q, q, plan).shape
         torch.Size([1, 2, 35, 4])
     """
-    n_tiles, per_tile = plan.bias.shape[0], q.shape[0] * q.shape[1] * plan.bias[0].numel()
-    step = max(1, (CHUNK_LOGITS if q.device.type == "cpu" else CUDA_CHUNK_LOGITS) // per_tile)
-    outs = [
-        _attend_tiles(q, k, v, plan, slice(start, start + step), bias, extra_k, extra_v, extra_bias, dropout_p)
-        for start in range(0, n_tiles, step)
-    ]
-    return torch.cat(outs, dim=2).flatten(2, 3)[:, :, plan.home]
+    if symbolic_sizes():  # the tile count is symbolic: one chunk, so no size is baked into the graph
+        chunks = [(slice(None), plan.rows.n_tiles * plan.cols.n_tiles)]
+    else:
+        n_tiles, per_tile = plan.bias.shape[0], q.shape[0] * q.shape[1] * plan.bias[0].numel()
+        step = max(1, (CHUNK_LOGITS if q.device.type == "cpu" else CUDA_CHUNK_LOGITS) // per_tile)
+        chunks = [(slice(start, start + step), min(step, n_tiles - start)) for start in range(0, n_tiles, step)]
+    outs = [_attend_tiles(q, k, v, plan, tiles, count, bias, extra_k, extra_v, extra_bias, dropout_p)
+            for tiles, count in chunks]
+    out = torch.cat(outs, dim=2)
+    return out.reshape(out.shape[0], out.shape[1], -1, out.shape[-1])[:, :, plan.home]
 
 
-def _attend_tiles(q, k, v, plan, tiles, bias, extra_k, extra_v, extra_bias, dropout_p):
-    """Attention of one chunk of tiles: ``[B, heads, t, Q, dv]``."""
+def _attend_tiles(q, k, v, plan, tiles, count, bias, extra_k, extra_v, extra_bias, dropout_p):
+    """Attention of one chunk of ``count`` tiles: ``[B, heads, count, Q, dv]``.
+
+    ``count`` is passed rather than read off a gathered tensor: under ``torch.onnx.export`` the shape of an
+    intermediate may be folded to its traced value, the computed (symbolic) count never is."""
     qt, kt, vt = _gather(q, plan.q_idx[tiles]), _gather(k, plan.k_idx[tiles]), _gather(v, plan.k_idx[tiles])
     full_bias = plan.bias[tiles] if bias is None else plan.bias[tiles] + bias[..., tiles, :, :]
     if extra_k is not None:
-        shape = (-1, -1, qt.shape[2], -1, -1)
+        shape = (-1, -1, count, -1, -1)
         kt = torch.cat([kt, extra_k.unsqueeze(2).expand(shape)], dim=3)
         vt = torch.cat([vt, extra_v.unsqueeze(2).expand(shape)], dim=3)
         full_bias = torch.cat([full_bias, extra_bias[tiles].expand(*full_bias.shape[:-1], -1)], dim=-1)

@@ -15,8 +15,9 @@ import copy
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,9 @@ from torch import nn
 from . import models as M
 from . import report
 
-__all__ = ["a2c2f_peer_config", "peer_configs", "onnx_latency", "default_configs", "run_models_benchmark"]
+__all__ = [
+    "RUNTIMES", "a2c2f_peer_config", "default_configs", "peer_configs", "run_models_benchmark", "runtime_latency",
+]
 
 #: (layer index, [c2, a2, area]) of the A2C2f peer: the slots of yolov5-local's attention layers.
 A2C2F_SLOTS = {8: [1024, True, 1], 13: [512, True, 4], 17: [256, True, 4]}
@@ -69,10 +72,7 @@ def default_configs() -> list[str]:
 def _export_onnx(model: nn.Module, path: Path, imgsz: int) -> Path:
     import warnings
 
-    m = M._prepare(model)
-    for layer in m.modules():
-        if hasattr(layer, "export") and isinstance(getattr(layer, "export"), bool):
-            layer.export = True  # Detect: one output tensor, as ultralytics exports it
+    m = _export_ready(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(m, torch.zeros(1, 3, imgsz, imgsz), str(path), opset_version=17, dynamo=False,
@@ -80,49 +80,105 @@ def _export_onnx(model: nn.Module, path: Path, imgsz: int) -> Path:
     return path
 
 
-def onnx_latency(
+def _export_ready(model: nn.Module) -> nn.Module:
+    m = M._prepare(model)
+    for layer in m.modules():
+        if hasattr(layer, "export") and isinstance(getattr(layer, "export"), bool):
+            layer.export = True  # Detect: one output tensor, as ultralytics exports it
+    return m
+
+
+def _onnx_runner(model: nn.Module, folder: Path, imgsz: int, threads: int | None) -> Callable[[], Any]:
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    f = _export_onnx(model, folder / "model.onnx", imgsz)
+    session = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, imgsz, imgsz), dtype=np.float32)
+    return lambda: session.run(None, {"images": x})
+
+
+def _openvino_runner(model: nn.Module, folder: Path, imgsz: int, threads: int | None) -> Callable[[], Any]:
+    """OpenVINO converts the traced model, as ultralytics' ``format=openvino`` export does; f32 inference."""
+    import warnings
+
+    import numpy as np
+    import openvino as ov
+
+    m, x = _export_ready(model), torch.zeros(1, 3, imgsz, imgsz)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        ov_model = ov.convert_model(torch.jit.trace(m, x, strict=False, check_trace=False), example_input=x)
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(ov_model, "CPU", config)
+    request, xn = compiled.create_infer_request(), np.zeros((1, 3, imgsz, imgsz), dtype=np.float32)
+    return lambda: request.infer({0: xn})
+
+
+#: Exported runtimes of the models benchmark: column -> runner builder ``(model, folder, imgsz, threads)``.
+RUNTIMES: dict[str, Callable[..., Callable[[], Any]]] = {"onnx_ms": _onnx_runner, "openvino_ms": _openvino_runner}
+
+
+def runtime_latency(
     models: Mapping[str, nn.Module],
     imgsz: int = 640,
     repeats: int = 15,
     warmup: int = 2,
     threads: int | None = 2,
-) -> tuple[dict[str, float | None], dict[str, str]]:
-    """Median ONNX Runtime CPU latency (ms, batch 1) of several models, timed interleaved.
+    runtimes: Iterable[str] = ("onnx_ms", "openvino_ms"),
+) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
+    """Median CPU latency (ms, batch 1) of every model in PyTorch and the exported runtimes, all interleaved.
+
+    Each round runs every (model, runtime) once in turn, so drift of a shared machine hits all alike. PyTorch runs
+    the fused model under ``no_grad`` with ``threads`` torch threads; ONNX Runtime a legacy-exporter (opset 17) file
+    of it with ``intra_op_num_threads=threads``; OpenVINO the converted trace (as ultralytics' ``format=openvino``),
+    ``INFERENCE_PRECISION_HINT=f32``, ``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_NUM_THREADS=threads``.
 
     Args:
-        models: ``{name: model}`` (exported fused, in eval mode, at ``imgsz``).
+        models: ``{name: model}``.
         imgsz: Square input size.
-        repeats: Timed rounds; each runs every session once.
+        repeats: Timed rounds.
         warmup: Untimed rounds first.
-        threads: ``intra_op_num_threads`` of each session (``None``: ONNX Runtime's default).
+        threads: Threads of every runtime (``None``: each runtime's default).
+        runtimes: Columns of :data:`RUNTIMES` to measure besides PyTorch (``torch_ms``).
 
     Returns:
-        ``({name: ms or None}, {name: error})``; a model that fails to export or load gets None and its error.
+        ``({name: {"torch_ms": ms, "onnx_ms": ms or None, ...}}, {name: error})``; a model that fails to export or
+        load in a runtime gets None there and its error.
     """
-    import numpy as np
-    import onnxruntime as ort
-
-    sessions, errors = {}, {}
-    x = np.zeros((1, 3, imgsz, imgsz), dtype=np.float32)
-    with tempfile.TemporaryDirectory(prefix="yolo_attn_onnx_") as tmp:
+    runners: dict[tuple[str, str], Callable[[], Any]] = {}
+    errors: dict[str, str] = {}
+    x = torch.zeros(1, 3, imgsz, imgsz)
+    with tempfile.TemporaryDirectory(prefix="yolo_attn_runtimes_") as tmp, report.torch_threads(threads):
         for i, (name, model) in enumerate(models.items()):
-            try:
-                f = _export_onnx(model, Path(tmp) / f"m{i}.onnx", imgsz)
-                so = ort.SessionOptions()
-                if threads:
-                    so.intra_op_num_threads = threads
-                    so.inter_op_num_threads = 1
-                sessions[name] = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
-            except Exception as e:  # noqa: BLE001  (reported per model, the benchmark goes on)
-                errors[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-        times: dict[str, list[float]] = {k: [] for k in sessions}
-        for r in range(warmup + repeats):
-            for k, s in sessions.items():
-                t0 = time.perf_counter()
-                s.run(None, {"images": x})
-                if r >= warmup:
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: (statistics.median(times[k]) if k in times and times[k] else None) for k in models}, errors
+            fused = M._prepare(model)
+            runners[(name, "torch_ms")] = lambda m=fused: m(x)
+            for column in runtimes:
+                folder = Path(tmp) / f"m{i}-{column}"
+                folder.mkdir()
+                try:
+                    runners[(name, column)] = RUNTIMES[column](model, folder, imgsz, threads)
+                except Exception as e:  # noqa: BLE001  (reported per model, the benchmark goes on)
+                    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                    errors[name] = "; ".join(filter(None, [errors.get(name), f"{column}: {type(e).__name__}: {first}"]))
+        times: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
+        with torch.no_grad():
+            for r in range(warmup + repeats):
+                for key, run in runners.items():
+                    t0 = time.perf_counter()
+                    run()
+                    if r >= warmup:
+                        times[key].append((time.perf_counter() - t0) * 1e3)
+    columns = ["torch_ms", *runtimes]
+    out = {name: {c: (statistics.median(times[(name, c)]) if times.get((name, c)) else None) for c in columns}
+           for name in models}
+    return out, errors
 
 
 def run_models_benchmark(
@@ -134,10 +190,11 @@ def run_models_benchmark(
     threads: int | None = 2,
     onnx: bool = True,
     peers: bool = True,
+    openvino: bool = True,
     out_dir: str | Path = "benchmarks",
     command: str = "",
 ) -> list[dict]:
-    """Params, GFLOPs, PyTorch and ONNX Runtime latency of configs and peers; writes ``models.{csv,md,png}``.
+    """Params, GFLOPs, PyTorch / ONNX Runtime / OpenVINO latency of configs and peers; writes ``models.{csv,md,png}``.
 
     Args:
         configs: Unscaled config names (default: every shipped config, :func:`default_configs`).
@@ -145,14 +202,15 @@ def run_models_benchmark(
         imgsz: Input size for FLOPs and latency.
         repeats: Timed rounds per latency.
         warmup: Untimed rounds.
-        threads: CPU threads for both runtimes.
+        threads: CPU threads of every runtime.
         onnx: Also measure ONNX Runtime latency.
         peers: Add ultralytics' C3TR and A2C2f peers.
+        openvino: Also measure OpenVINO latency.
         out_dir: Output directory.
         command: Command line recorded in the markdown header.
 
     Returns:
-        One row per model: ``model, scale, params_M, gflops, torch_ms, onnx_ms, note``.
+        One row per model: ``model, scale, params_M, gflops, torch_ms, onnx_ms, openvino_ms, note``.
     """
     configs = list(configs) if configs is not None else default_configs()
     scales = list(scales)
@@ -170,24 +228,27 @@ def run_models_benchmark(
         model = M.build_model(cfg)
         models[name] = (s, model)
         rows.append({"model": name, "scale": s, "params_M": M.count_params(model) / 1e6,
-                     "gflops": M.count_gflops(model, imgsz), "torch_ms": None, "onnx_ms": None, "note": ""})
+                     "gflops": M.count_gflops(model, imgsz), "torch_ms": None, "onnx_ms": None,
+                     "openvino_ms": None, "note": ""})
     nets = {k: m for k, (_, m) in models.items()}
-    lat = M.measure_latency(nets, imgsz, repeats=repeats, warmup=warmup, threads=threads)
-    ort_ms, errors = onnx_latency(nets, imgsz, repeats, warmup, threads) if onnx else ({}, {})
+    runtimes = [c for c, on in (("onnx_ms", onnx), ("openvino_ms", openvino)) if on]
+    lat, errors = runtime_latency(nets, imgsz, repeats, warmup, threads, runtimes)
     for row in rows:
-        row["torch_ms"] = lat.get(row["model"])
-        row["onnx_ms"] = ort_ms.get(row["model"])
+        row.update({k: v for k, v in lat[row["model"]].items()})
         row["note"] = errors.get(row["model"], "")
     out = Path(out_dir)
     report.write_csv(rows, out / "models.csv")
     notes = report.header_notes(command) + [
         f"imgsz {imgsz}, batch 1, {threads} threads, median of {repeats} interleaved rounds after {warmup} warm-up. "
         "GFLOPs counted at the real input size with torch's FlopCounterMode (attention matmuls included, "
-        "1 multiply-add = 2 FLOPs). ONNX: legacy exporter, opset 17, fused model, CPUExecutionProvider."
+        "1 multiply-add = 2 FLOPs). PyTorch, ONNX Runtime and OpenVINO timed in the same interleaved rounds. "
+        "ONNX: legacy exporter, opset 17, fused model, CPUExecutionProvider. OpenVINO: the traced fused model "
+        "converted as ultralytics' format=openvino does, INFERENCE_PRECISION_HINT=f32, PERFORMANCE_HINT=LATENCY."
     ]
     report.write_markdown(rows, out / "models.md", "Model cost: params, GFLOPs, latency", notes)
     report.plot_bars(
-        {r["model"]: {"PyTorch": r["torch_ms"], "ONNX Runtime": r["onnx_ms"]} for r in rows},
+        {r["model"]: {"PyTorch": r["torch_ms"], "ONNX Runtime": r["onnx_ms"], "OpenVINO": r["openvino_ms"]}
+         for r in rows},
         out / "models.png", f"CPU latency at {imgsz} px, batch 1 ({threads} threads)", "latency (ms)",
         annotate={r["model"]: f"{r['gflops']:.1f} GFLOPs" for r in rows},
     )

@@ -168,11 +168,6 @@ class PositionalEncoding(nn.Module):
         self.kind = kind
         self.pe = build_pos_encoding(kind, dim, num_heads) if kind in ("cpe", "sincos", "learned") else nn.Identity()
 
-    @property
-    def exports_any_size(self) -> bool:
-        """``sincos`` / ``learned`` embeddings are computed for the traced map size; the others are size-generic."""
-        return self.kind not in ("sincos", "learned")
-
     def map(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` with the conditional encoding applied (``cpe``), else unchanged."""
         return self.pe(x) if self.kind == "cpe" else x
