@@ -23,6 +23,7 @@ import copy
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -33,8 +34,6 @@ from yolo_attn.bench.export_matrix import randomise_weights
 from yolo_attn.blocks import TransformerStack
 from yolo_attn.cli import entrypoint
 from yolo_attn.integration import CONFIG_DIR
-
-ort = pytest.importorskip("onnxruntime")
 
 CONFIGS = sorted(p.name.replace("yolov5-", "yolov5n-") if p.stem != "yolov5" else "yolov5n.yaml"
                  for p in CONFIG_DIR.glob("*.yaml"))

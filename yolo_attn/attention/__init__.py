@@ -1,6 +1,6 @@
 """Attention core: mask-defined patterns, their exact fast paths, the learned variants and positional encodings."""
 
-from . import area  # registers the "area" pattern
+from . import area  # noqa: F401  (registers the "area" pattern)
 from .cluster import ROUTERS, ClusterAttention, cluster_attention, cluster_mask
 from .flex import cuda_backend_table, set_cuda_backend, use_cuda_backend
 from .functional import PATTERNS, attend, pattern_mask, relative_position_bias

@@ -148,8 +148,6 @@ class PerformerAttention(QKVAttentionBase):
         torch.Size([2, 35, 64])
     """
 
-    exports_any_size = True  # no mask, no plan: the graph is size-generic
-
     def __init__(
         self,
         dim: int,

@@ -137,8 +137,6 @@ class ReduceAttention(QKVAttentionBase):
         torch.Size([2, 360, 64])
     """
 
-    exports_any_size = True  # the padding is a constant r - 1; sizes come from the input
-
     def __init__(
         self,
         dim: int,

@@ -249,8 +249,6 @@ class RoutingAttention(QKVAttentionBase):
         torch.Size([2, 360, 64])
     """
 
-    exports_any_size = True  # S and topk are constants; region sizes come from the input's shape
-
     def __init__(
         self,
         dim: int,

@@ -106,7 +106,7 @@ def _goals(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     ours = k.get("tiled") if k.get("flex") is None else min(v for v in (k.get("tiled"), k.get("flex")) if v)
     if ours:
         mask = k.get("SDPA + bool mask")
-        lines.append(f"- local 7x7 at 80x80 fwd+bwd vs SDPA + bool mask: "
+        lines.append("- local 7x7 at 80x80 fwd+bwd vs SDPA + bool mask: "
                      + (f"{mask / ours:.1f}x faster (goal >= 10x)" if mask else "SDPA + bool mask not measured"))
         peers = [v for name, v in k.items() if name in ("flex", "NATTEN") and v]
         if peers:
