@@ -101,7 +101,7 @@ def _global(h: int, w: int, options: dict) -> MaskMod:
     g, n = options["num_global_tokens"], h * w
     special = torch.zeros(g + n, dtype=torch.bool)
     special[:g] = True
-    special[_global_index(options["global_idx"], n, torch.device("cpu")) + g] = True
+    special[torch.tensor(_global_index(options["global_idx"], n), dtype=torch.long) + g] = True
 
     def mask_mod(b, head, q, k):
         table = special.to(q.device)
