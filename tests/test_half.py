@@ -4,27 +4,36 @@ What ultralytics does on a GPU, exercised without one: validation runs ``model.h
 runs under ``torch.autocast`` (float16 with a GradScaler, or bfloat16). CPU runs fp16 / bf16 convolutions and
 matmuls in torch >= 2.4, so all of it runs here.
 
-Precision bound (stated, derived from the dtype): for a dtype with unit roundoff ``u`` (fp16: ``2**-11``, bf16:
-``2**-8``) every op rounds its result with a relative error <= u, and to first order the errors of a composition of
-L well-conditioned layers add up along the depth (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 3):
-a normwise relative output error of order ``L * u``. YOLOv5n has L = 24 layers; allowing about one unit roundoff per
-layer and rounding up to a power of two, we require
+Precision bounds (stated, derived from the dtype's unit roundoff ``u``, fp16: ``2**-11``, bf16: ``2**-8``, with the
+standard model of floating-point arithmetic: every op returns its exact result times ``1 + delta``, ``|delta| <= u``;
+tests/rounding.py):
 
-    ||y_lowp - y_fp32|| / ||y_fp32|| <= GROWTH * u,     GROWTH = 32,
+- One block, one attention module: ``||y_lowp - y_fp32|| / ||y_fp32|| <= S * u``, ``S`` the number of rounding
+  stages on the longest path of the half forward, *counted* (:class:`~rounding.RoundingDepth`): one ``u`` per
+  stage, the first-order sum for well-conditioned stages (Higham, ch. 3). Blocks at ``HW``: S = 27-42 (74 for
+  sinkhorn, whose straight-through factor hangs off its 16 normalisation steps), measured <= 1.6 u; attention
+  modules of the trained configs: measured ~1 u (local: the half module on the fp32 model's input to it, rounded).
+- Trained detectors, at the head's outputs proper (box-distribution logits and class logits; ``||.||`` the 2-norm
+  over the whole output): on 160-240 stages the conditioning of the trained weights decides how the errors grow,
+  and it changes from one training seed to the next (fp16, 4 seeds of tests/trained.py: plain yolov5n 10-23 u,
+  yolov5n-cluster 15-55 u, yolov5n-dilated 16-37 u). The bound is relative to the error the standard model predicts
+  for the same model, ``e_model(u)`` (fp32, its input and every rounding module's output perturbed by a relative
+  ``delta`` uniform in ``[-u, u]``, :func:`~rounding.standard_model_error`)::
 
-for the network's outputs proper, the box-distribution logits and the class logits of the detection head
-(``||.||``: 2-norm over the whole output, so the output's own norm is the scale), on a *trained* model whose
-outputs depend on the input. (The decoded boxes and scores are nonlinear functions of these: softmax expectation
-and sigmoid; they are checked to be finite.) Measured when this was written: plain yolov5n 11 u, worst config
-18 u (yolov5n-cluster in fp16, whose discrete routing flips at near-ties), most configs 5-9 u. Plain yolov5n must
-meet the same bound, so attention adds no precision loss of its own.
+      ||y_lowp - y_fp32|| / ||y_fp32|| <= FACTOR * e_model(u),     FACTOR = 2.
 
-The same bound holds at the output of every attention module of the half model (measured <= 19 u), which is where
-an attention error shows: the head outputs of yolov5n-local did not move beyond the bound when the half path of the
-mask bias was planted to let every query see its whole tile (the attention branch is small next to the conv path),
-the module outputs did. Exception, stated: cluster attention, whose k-means routing is a discrete decision that
-half-precision q / k flip at near-ties (measured 120-150 u at its module outputs while the model output stays within
-18 u); it is held to the bound at the model level only.
+  Measured ratios: fp16 0.74-1.26, bf16 autocast 0.54-0.94 (plain, dilated, cluster at 3 seeds, every config at
+  seed 0). Plain yolov5n meets the same bound. The arithmetic inside attention modules is exact in the model, so a
+  precision loss of attention's own shows as excess. Why it is relative: the fp32 model with *one* top-level layer
+  in fp16 puts 24 u at the head of yolov5n-dilated for its stem conv alone (12.7 u in plain yolov5n), the same
+  layer in both, while the attention layers add 1.5-6.8 u (plain's C3 in their slots: 0.7-3.0 u): the trained
+  dilated model amplifies every layer's rounding about twice as much, attention or not.
+
+Discrete decisions: cluster routing and the Sinkhorn block choice are argmaxes that flip at near-ties when the
+upstream error of a half model crosses them (yolov5n-cluster: 7 of 512 routes flipped at layer 17 -> 336 u at that
+module's output); a flip is not a rounding error and no bound covers it. The module check is therefore local (its
+input is the fp32 model's, rounded), where no decision flips in the trained configs, and the block check holds at
+the fixed seed; the flip rate of the Sinkhorn choice is checked on its own (:func:`test_sinkhorn_half_decisions`).
 """
 
 from __future__ import annotations
@@ -42,8 +51,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import yolo_attn
+from rounding import RoundingDepth, standard_model_error
 from trained import EVAL_IMGSZ, eval_images, input_dependence, trained_model
-from yolo_attn.attention import ClusterAttention
 from yolo_attn.attention.modules import QKVAttentionBase
 from yolo_attn.blocks import C3Attn, attention_kinds
 
@@ -51,7 +60,10 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "yolo_attn" / "cfg"
 CONFIGS = sorted(p.name.replace("yolov5", "yolov5n", 1) for p in CONFIG_DIR.glob("yolov5*.yaml"))
 PLAIN = "yolov5n.yaml"
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
-GROWTH = 32
+#: Trained detectors: low-precision error <= FACTOR * the standard model's error of the same model (module docstring).
+FACTOR = 2
+#: Perturbations averaged by the standard model (one draw varies by up to 2x: 12-24 u for yolov5n-c3tr).
+MODEL_DRAWS = 3
 #: Minimum input dependence of a trained model: real images vs zeros change the boxes by >= 1% of the box scale
 #: (mean over anchors) and some class score by >= 0.001; an untrained model changes them by ~1e-5 and ~1e-9.
 MIN_DEPENDENCE = {"boxes": 0.01, "scores": 0.001}
@@ -71,13 +83,22 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def _check_bound(low: tuple, ref: tuple, dtype: torch.dtype, what: str) -> None:
-    """``low`` / ``ref``: eval outputs ``(decoded [B, 4 + nc, A], {"boxes": logits, "scores": logits, ...})``."""
+def _check_bound(low: tuple, ref: tuple, model_err: dict[str, float], dtype: torch.dtype, what: str) -> None:
+    """``low`` / ``ref``: eval outputs ``(decoded [B, 4 + nc, A], {"boxes": logits, "scores": logits, ...})``;
+    ``model_err``: the standard model's error of each logit output at ``dtype``'s unit roundoff."""
     assert torch.isfinite(low[0]).all(), f"{what}: non-finite decoded outputs"
+    u = UNIT_ROUNDOFF[dtype]
     for name in ("boxes", "scores"):
         err = _rel_err(low[1][name], ref[1][name])
-        assert err <= GROWTH * UNIT_ROUNDOFF[dtype], \
-            f"{what} {name} logits: relative error {err:.2e} = {err / UNIT_ROUNDOFF[dtype]:.1f} u > {GROWTH} u"
+        assert err <= FACTOR * model_err[name], (f"{what} {name} logits: relative error {err / u:.1f} u > {FACTOR} x "
+                                                 f"the standard model's {model_err[name] / u:.1f} u")
+
+
+def _check_stages(low: torch.Tensor, ref: torch.Tensor, stages: int, what: str) -> None:
+    """Half output ``low`` within ``stages * u`` (fp16) of ``ref`` (see the module docstring)."""
+    u = UNIT_ROUNDOFF[torch.float16]
+    err = _rel_err(low, ref)
+    assert err <= stages * u, f"{what}: relative error {err / u:.1f} u > {stages} rounding stages x u"
 
 
 def _block(kind: str, pos: str | None = None) -> torch.nn.Module:
@@ -93,37 +114,44 @@ def _half_model(cfg: str, data_yaml: str) -> torch.nn.Module:
     return trained_model(cfg, data_yaml).half()
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_trained_config_low_precision_matches_fp32(cfg, shapes_data):
-    """model.half() on half inputs (ultralytics' GPU validation) and an autocast bf16 forward, vs fp32."""
+    """model.half() on half inputs (ultralytics' GPU validation) and an autocast bf16 forward, vs fp32: the head
+    within FACTOR x the standard model's error; every attention module locally within its counted stages."""
     model = trained_model(cfg, shapes_data)
     x = eval_images(shapes_data)
     dependence = input_dependence(model, x)
     assert all(dependence[k] >= MIN_DEPENDENCE[k] for k in MIN_DEPENDENCE), f"output barely depends on input: {dependence}"
     half = _half_model(cfg, str(shapes_data))
-    with torch.no_grad(), _attention_outputs(model) as want, _attention_outputs(half) as got:
+    with torch.no_grad(), _attention_calls(model) as calls:
         ref = model(x)
+    with torch.no_grad():
         y = half(x.half())
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        _check_bound(model(x), ref, torch.bfloat16, f"{cfg} autocast bfloat16")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y_bf16 = model(x)
+    keys = ("boxes", "scores")
+    for dtype, low, what in ((torch.float16, y, "model.half()"), (torch.bfloat16, y_bf16, "autocast bfloat16")):
+        model_err = standard_model_error(model, x, ref, UNIT_ROUNDOFF[dtype], keys, MODEL_DRAWS)
+        _check_bound(low, ref, model_err, dtype, f"{cfg} {what}")
     assert y[0].dtype == torch.float16 and y[0].shape == ref[0].shape == (len(x), 4 + 5, (EVAL_IMGSZ // 8) ** 2 * 21 // 16)
-    _check_bound(y, ref, torch.float16, f"{cfg} model.half()")
-    assert set(got) == set(want)
-    for name in want:
-        err = _rel_err(got[name], want[name])
-        assert err <= GROWTH * UNIT_ROUNDOFF[torch.float16], \
-            f"{cfg} attention module {name}: relative error {err / UNIT_ROUNDOFF[torch.float16]:.1f} u > {GROWTH} u"
+    assert (len(calls) > 0) == (cfg != PLAIN), f"{cfg}: attention modules called: {sorted(calls)}"
+    for name, (tokens, hw, want) in calls.items():
+        with torch.no_grad(), RoundingDepth() as depth:
+            got = half.get_submodule(name)(tokens.half(), hw)
+        _check_stages(got, want, depth.of(got), f"{cfg} attention module {name} (local)")
 
 
 @contextlib.contextmanager
-def _attention_outputs(model: torch.nn.Module):
-    """Record the output of every attention module (cluster excepted, see the module docstring) during a forward."""
-    outs, hooks = {}, []
+def _attention_calls(model: torch.nn.Module):
+    """Record ``name -> (tokens, hw, output)`` of every attention module called during a forward."""
+    calls, hooks = {}, []
     for name, module in model.named_modules():
-        if isinstance(module, QKVAttentionBase) and not isinstance(module, ClusterAttention):
-            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, o.detach())))
+        if isinstance(module, QKVAttentionBase):
+            hooks.append(module.register_forward_hook(
+                lambda m, args, out, name=name: calls.__setitem__(name, (args[0], tuple(args[1]), out))))
     try:
-        yield outs
+        yield calls
     finally:
         for hook in hooks:
             hook.remove()
@@ -157,6 +185,9 @@ _LINEAR = ("linear attention sums phi(k) v over all N tokens: at 80x80 the sums 
            "linear_attention computes in fp32 and returns the value dtype")
 _SORT_KEYS = ("cluster sort keys are integers (cluster_id * N + position) cast to fp32, exact below 2**24, so the "
               "sort exports as ONNX TopK; no activation passes through fp32")
+_SINKHORN = ("the Sinkhorn normalisation of the [nb, nb] block logits: log P is of order log nb while the block "
+             "choice depends on differences of ~1e-4, below fp16's resolution there (14 of 360 choices flipped, 2 now); "
+             "the picked entries are cast back to the value dtype for the straight-through factor")
 #: (where, aten op) -> (reason, required input dtypes or None). ``where`` is the innermost yolo_attn frame; ``None``
 #: as the op allows every op there. Anything not listed that produces float32 in a half model fails.
 ALLOWED_FP32 = {
@@ -166,6 +197,8 @@ ALLOWED_FP32 = {
     ("attention/linear.py:elu_feature_map", None): (_LINEAR, None),
     ("attention/cluster.py:_chunk_layout", "aten._to_copy.default"): (_SORT_KEYS, {"int64"}),
     ("attention/cluster.py:_chunk_layout", "aten.sort.default"): (_SORT_KEYS, {"float32"}),
+    ("attention/sinkhorn.py:log_sinkhorn", None): (_SINKHORN, None),
+    ("attention/sinkhorn.py:sinkhorn_attention", "aten.gather.default"): (_SINKHORN, {"float32", "int64"}),
 }
 #: Fused SDPA kernels return their softmax statistics (logsumexp) in fp32 beside the half output: only their first
 #: result (the attention output) is checked.
@@ -240,10 +273,11 @@ def test_block_half_forward(kind):
     x = torch.randn(2, 32, *HW)
     with torch.no_grad():
         ref = block(x)
-        y = copy.deepcopy(block).half()(x.half())
+        half = copy.deepcopy(block).half()
+        with RoundingDepth() as depth:
+            y = half(x.half())
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
-    err = _rel_err(y, ref)
-    assert err <= GROWTH * UNIT_ROUNDOFF[torch.float16], f"{kind}: relative error {err:.2e}"
+    _check_stages(y, ref, depth.of(y), kind)
 
 
 @pytest.mark.parametrize("dtype", list(UNIT_ROUNDOFF), ids=str)
@@ -269,9 +303,11 @@ def test_positional_encodings_follow_half(pos):
     x = torch.randn(1, 32, *HW)
     with torch.no_grad():
         ref = block(x)
-        y = copy.deepcopy(block).half()(x.half())
+        half = copy.deepcopy(block).half()
+        with RoundingDepth() as depth:
+            y = half(x.half())
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
-    assert _rel_err(y, ref) <= GROWTH * UNIT_ROUNDOFF[torch.float16]
+    _check_stages(y, ref, depth.of(y), f"pos={pos}")
 
 
 def test_learned_pattern_buffers_follow_half():
@@ -284,3 +320,25 @@ def test_learned_pattern_buffers_follow_half():
         assert buffers and set(buffers.values()) == {torch.float16}, buffers
         with torch.no_grad():
             assert torch.isfinite(half(torch.randn(1, 32, *HW).half())).all()
+
+
+def test_sinkhorn_half_decisions():
+    """A half Sinkhorn module picks the blocks its fp32 copy picks, but for near-ties of the sort logits themselves.
+
+    The normalisation runs in fp32 (``log_sinkhorn``): over 10 random blocks (360 block choices), fp16 flips 2 choices
+    (gaps below one rounding of the fp16 sort logits); with the normalisation in fp16 it flipped 14.
+    """
+    flipped = total = 0
+    for seed in range(10):
+        torch.manual_seed(seed)
+        attn = _block("sinkhorn").attn.layers[0].attn.eval()
+        x = torch.randn(2, HW[0] * HW[1], attn.dim)
+        with torch.no_grad():
+            _, want = attn(x, HW, return_mask=True)
+            _, got = copy.deepcopy(attn).half()(x.half(), HW, return_mask=True)
+        blocks = -(-x.shape[1] // attn.block_size)
+        # a query block's row of the mask changes exactly when its picked block does
+        rows = (got != want).any(-1).reshape(*want.shape[:2], -1)[..., :: attn.block_size]
+        flipped, total = flipped + int(rows.sum()), total + rows.numel()
+        assert rows.shape[-1] == blocks
+    assert flipped <= 3, f"{flipped} of {total} Sinkhorn block choices flipped in fp16"
