@@ -46,7 +46,8 @@ def log_sinkhorn(logits: torch.Tensor, n_iters: int = 8, temperature: float = 0.
         >>> log_sinkhorn(torch.randn(3, 3), n_iters=50).exp().sum(-2).allclose(torch.ones(3))
         True
     """
-    log_p = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    log_p = logits / temperature
     for _ in range(n_iters):
         log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
         log_p = log_p - torch.logsumexp(log_p, dim=-2, keepdim=True)
