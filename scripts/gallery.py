@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Config gallery: parameters, GFLOPs at 640 (attention matmuls included), CPU latency and the transfer from a stock
-YOLOv5u checkpoint of every shipped config.
+"""Config gallery: parameters, GFLOPs at 640 (attention matmuls included), CPU latency and the transfer from the
+stock checkpoint of its family (YOLOv5u, YOLOv8, YOLO11) of every shipped config.
 
 Writes ``benchmarks/gallery.md`` and ``benchmarks/gallery.csv``. All latencies of one scale come from one interleaved
-run (:func:`yolo_attn.bench.models.measure_latency`), together with two comparison models that are *not* shipped:
-plain YOLOv5 (``yolov5.yaml``) and ultralytics' own ``C3TR`` in the ``C3Attn`` slot of ``yolov5-c3tr``. The two
-acceptance ratios (``yolov5n-local / yolov5n`` <= 1.25, ``yolov5n-c3tr / C3TR peer`` <= 1.05) are printed and written.
-The transfer column is deterministic (:func:`yolo_attn.bench.models.stock_transfer`: stock tensors that transfer, and
-whether the decoded predictions at step 0 equal the stock model's).
+run (:func:`yolo_attn.bench.models.measure_latency`), together with comparison models that are *not* shipped: plain
+YOLOv5 (``yolov5.yaml``, shipped as the baseline), ultralytics' own ``C3TR`` in the ``C3Attn`` slot of
+``yolov5-c3tr``, and ultralytics' stock YOLOv8, YOLO11 and YOLO12. The acceptance ratios (``yolov5n-local /
+yolov5n`` <= 1.25, ``yolov5n-c3tr / C3TR peer`` <= 1.05, ``yolo11n-local / yolo11n`` <= 1.15, ``yolo11n-local /
+yolo12n`` < 1) are printed and written. The transfer column is deterministic
+(:func:`yolo_attn.bench.models.stock_transfer`: stock tensors that transfer, and whether the decoded predictions at
+step 0 equal the stock model's).
 
     python scripts/gallery.py                       # params/GFLOPs/transfer at n/s/m/l/x, latency at n
     python scripts/gallery.py --scales n --repeats 5
@@ -29,20 +31,39 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from yolo_attn.bench import report  # noqa: E402
 from yolo_attn.bench.models import c3tr_peer_config, gallery  # noqa: E402
-from yolo_attn.integration import CONFIG_DIR  # noqa: E402
+from yolo_attn.configs import FAMILIES, family, scaled, shipped  # noqa: E402
 
 PEER = "peer: ultralytics C3TR in yolov5-c3tr (not shipped)"
+#: ultralytics' stock models shown beside the YOLOv8 / YOLO11 configs (yolov5.yaml is shipped as the baseline).
+STOCK = ["yolov8.yaml", "yolo11.yaml", "yolo12.yaml"]
+#: the row whose latency a row is divided by in the "x stock" column, by family (YOLO12 against YOLO11)
+REFERENCE = {"yolov5": "yolov5", "yolov8": "yolov8", "yolo11": "yolo11", "yolo12": "yolo11"}
 RATIOS = {  # name: (model, reference, limit)
     "yolov5n-local / yolov5n": ("yolov5-local", "yolov5", 1.25),
     "yolov5n-c3tr / ultralytics C3TR peer": ("yolov5-c3tr", PEER, 1.05),
+    "yolo11n-local / yolo11n": ("yolo11-local", "yolo11", 1.15),
+    "yolo11n-local / yolo12n": ("yolo11-local", "yolo12", 1.0),
 }
 
 
-TRANSFER = "transfer from stock YOLOv5u"
+TRANSFER = "transfer from stock checkpoint"
 
 
-def _transfer_cell(t: dict) -> str:
+def _transfer_cell(t: dict | None) -> str:
+    if t is None:
+        return "-"
     return f"{t['transferred']}/{t['stock_tensors']}, step-0 equal: {'yes' if t['step0_equal'] else 'no'}"
+
+
+def _family(config: str) -> str:
+    return "yolov5" if config == PEER else family(f"{config}.yaml")
+
+
+def _order(r: dict) -> tuple:
+    """Rows of a scale: by family (YOLOv5, its C3TR peer last; YOLOv8; YOLO11; YOLO12), the stock model first."""
+    fams = [*FAMILIES, "yolo12"]
+    return ("nsmlx".index(r["scale"]), fams.index(_family(r["config"])), r["config"] != _family(r["config"]),
+            r["config"] == PEER, r["config"])
 
 
 def _replace_marked(path: Path, block: str) -> None:
@@ -68,13 +89,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown files whose <!-- gallery:start --> ... <!-- gallery:end --> section is replaced")
     args = ap.parse_args(argv)
 
-    configs = ["yolov5.yaml"] + sorted(p.name for p in CONFIG_DIR.glob("yolov5-*.yaml"))
+    configs = shipped() + STOCK
     extra = {PEER: lambda s: c3tr_peer_config(f"yolov5{s}-c3tr.yaml")}
     rows = gallery(configs, args.scales, args.latency_scales, args.imgsz, extra=extra, transfer=args.transfer,
                    repeats=args.repeats, threads=args.threads)
-    base = {r["scale"]: r["latency_ms"] for r in rows if r["config"] == "yolov5"}
+    base = {(r["config"], r["scale"]): r["latency_ms"] for r in rows}
+
     def label(r: dict) -> str:
-        return f"{PEER} ({r['scale']})" if r["config"] == PEER else r["config"].replace("yolov5", "yolov5" + r["scale"], 1)
+        return f"{PEER} ({r['scale']})" if r["config"] == PEER else scaled(f"{r['config']}.yaml", r["scale"])[:-5]
+
+    def ratio(r: dict) -> float | None:
+        ref = base.get((REFERENCE[_family(r["config"])], r["scale"]))
+        return None if r["latency_ms"] is None or not ref else round(r["latency_ms"] / ref, 3)
 
     table = [
         {
@@ -82,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             "params (M)": round(r["params"] / 1e6, 3),
             f"GFLOPs@{args.imgsz}": round(r["gflops"], 2),
             f"CPU ms@{args.imgsz}": None if r["latency_ms"] is None else round(r["latency_ms"], 1),
-            "x yolov5": None if r["latency_ms"] is None else round(r["latency_ms"] / base[r["scale"]], 3),
+            "x stock": ratio(r),
             **({TRANSFER: _transfer_cell(r["transfer"])} if "transfer" in r else {}),
         }
-        for r in sorted(rows, key=lambda r: ("nsmlx".index(r["scale"]), r["config"] != "yolov5", r["config"] == PEER))
+        for r in sorted(rows, key=_order)
     ]
     lat = {r["config"]: r["latency_ms"] for r in rows if r["scale"] == "n" and r["latency_ms"] is not None}
     verdicts = []
@@ -100,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         + (f"Latency: batch 1, eval, fuse(), {args.threads} threads, median of {args.repeats} interleaved rounds, all "
            "models of a scale in one run." if args.latency_scales else "Latency: not measured in this run."),
         *(["Acceptance ratios (same run): " + "; ".join(verdicts)] if verdicts else []),
-        *([(f"{TRANSFER}: tensors of a stock checkpoint (ultralytics' yolov5<scale>.yaml, seeded random weights made "
-            "input-sensitive) that ultralytics' transfer moves into the config, and whether the decoded boxes and "
-            "scores then equal the stock model's within 1e-4 (eval, one random input).")] if args.transfer else []),
+        "x stock: latency / the stock model of the row's family at that scale (yolov5, yolov8, yolo11; yolo12 against "
+        "yolo11).",
+        *([(f"{TRANSFER}: tensors of a stock checkpoint of the config's family (ultralytics' yolov5<scale>.yaml, "
+            "yolov8<scale>.yaml or yolo11<scale>.yaml, seeded random weights made input-sensitive, standing in for "
+            "yolov5<scale>u.pt, yolov8<scale>.pt, yolo11<scale>.pt) that ultralytics' transfer moves into the config, "
+            "and whether the decoded boxes and scores then equal the stock model's within 1e-4 (eval, one random "
+            "input); - for YOLO12, which no yolo_attn config is built from.")] if args.transfer else []),
     ]
     block = "\n\n".join([*notes[2:], report.markdown_table(table)])
     for doc in args.docs:

@@ -1,5 +1,11 @@
-"""Every shipped attention config: builds at every scale, forward at 640 and 320x416, backward with a gradient for
-every parameter, fuse()/info(), full attention never at P3, one training epoch on generated data."""
+"""Every shipped attention config: builds and runs forward at every scale, backward with a gradient for every
+parameter, fuse()/info(), full attention never at P3, one training epoch on generated data.
+
+What depends on the scale (widths, heads, repeat counts, C3k2's c3k at m/l/x) is checked at every scale on small
+inputs (128x128 and 96x160: maps of 16x16 / 12x20 at P3, down to 4x4 / 3x5 at P5, none a multiple of every window);
+what depends on the map size (index plans, padding, region / stripe / cell sizes) at scale n at 640x640 (80x80 at P3)
+and 320x416. A forward of scale x at 640 costs ~15 CPU-seconds and checks nothing that these two do not.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,12 @@ import yaml
 import yolo_attn
 from conftest import CONFIGS, REPO, randomize_detector, shapes_images
 from ultralytics.nn.tasks import DetectionModel
+from yolo_attn.configs import family, scaled, shipped
 
-ATTN_CONFIGS = sorted(p.name for p in CONFIGS.glob("yolov5-*.yaml"))
-REQUIRED = {f"yolov5-{k}.yaml" for k in "c3tr local dilated global mixed window axial cluster sinkhorn linear".split()}
+ATTN_CONFIGS = [c for c in shipped() if c != "yolov5.yaml"]
+REQUIRED = {f"yolov5-{k}.yaml" for k in ("c3tr local dilated global mixed window axial cluster sinkhorn linear reduce "
+                                         "performer routing area").split()} | {"yolov8-local.yaml", "yolo11-local.yaml"}
+FAMILY_TITLES = {"yolov5": "YOLOv5", "yolov8": "YOLOv8", "yolo11": "YOLO11"}
 
 
 def _build(name: str, scale: str) -> DetectionModel:
@@ -26,25 +35,30 @@ def _build(name: str, scale: str) -> DetectionModel:
 
 def _stacks(model):
     """Modules that run attention on a feature map and know their kind (transformer stacks, BoT bottlenecks)."""
-    return [m for m in model.modules() if type(m).__module__ == "yolo_attn.blocks" and hasattr(m, "kind")]
+    return [m for m in model.modules() if _ours(m) and hasattr(m, "kind")]
+
+
+def _ours(m) -> bool:
+    return type(m).__module__.startswith("yolo_attn.blocks")
 
 
 def test_required_configs_exist_and_explain_themselves():
     assert REQUIRED <= set(ATTN_CONFIGS)
     for name in ATTN_CONFIGS:
         text = (CONFIGS / name).read_text()
-        assert text.startswith("# YOLOv5 + "), f"{name} must start with a comment saying where attention sits"
+        title = FAMILY_TITLES[family(name)]
+        assert text.startswith(f"# {title} + "), f"{name} must start with a comment saying where attention sits"
 
 
 @pytest.mark.parametrize("scale", "smlx")
 @pytest.mark.parametrize("name", ATTN_CONFIGS)
 def test_forward_at_every_scale(name, scale):
-    """Scales s/m/l/x: build, then forward at 640x640 and 320x416 (scale n also runs backward, below)."""
+    """Scales s/m/l/x: build, then forward at 128x128 and 96x160 (scale n runs at 640 and 320x416, below)."""
     model = _build(name, scale).eval()
-    assert any(type(m).__module__ == "yolo_attn.blocks" for m in model.model)
+    assert any(_ours(m) for m in model.model)
     with torch.no_grad():
-        for hw, feats in (((640, 640), [(80, 80), (40, 40), (20, 20)]), ((320, 416), [(40, 52), (20, 26), (10, 13)])):
-            y, preds = model(torch.zeros(1, 3, *hw))
+        for hw, feats in (((128, 128), [(16, 16), (8, 8), (4, 4)]), ((96, 160), [(12, 20), (6, 10), (3, 5)])):
+            y, preds = model(torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0)))
             assert [f.shape[-2:] for f in preds["feats"]] == feats
             assert torch.isfinite(y).all()
 
@@ -110,7 +124,7 @@ def _misfolded(model):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ATTN_CONFIGS)
 def test_trains_one_epoch(name, shapes_data, tmp_path):
-    model = yolo_attn.YOLO(name.replace("yolov5", "yolov5n"))
+    model = yolo_attn.YOLO(scaled(name, "n"))
     model.train(data=str(shapes_data), epochs=1, imgsz=64, batch=8, workers=0, project=str(tmp_path), name="run",
                 exist_ok=True, plots=False, val=False, device="cpu", verbose=False)
     assert (tmp_path / "run" / "weights" / "last.pt").exists()
@@ -127,12 +141,21 @@ def test_gallery_script_writes_table_and_ratios(tmp_path):
     assert gallery["main"](argv) == 0
     table = (tmp_path / "gallery.md").read_text()
     lines = table.splitlines()
-    assert "transfer from stock YOLOv5u" in next(line for line in lines if line.startswith("| config |"))
-    for name in ATTN_CONFIGS:
-        row = next(line for line in lines if line.startswith(f"| {name.replace('yolov5', 'yolov5n')[:-5]} |"))
-        assert row.endswith(", step-0 equal: yes |"), row  # every stock tensor transfers too (tests/test_transfer.py)
+    assert "transfer from stock checkpoint" in next(line for line in lines if line.startswith("| config |"))
+    rows = [line.split(" | ")[0][2:] for line in lines if line.startswith("| ") and not line.startswith("| config")]
+    stock = ["yolov5n", "yolov8n", "yolo11n", "yolo12n"]
+    peer = "peer: ultralytics C3TR in yolov5-c3tr (not shipped) (n)"
+    assert set(rows) == {scaled(n, "n")[:-5] for n in ATTN_CONFIGS} | set(stock) | {peer}, rows
+    assert [r for r in rows if r in stock] == stock and rows.index("yolov8n") < rows.index("yolov8n-local")
+    for name in ATTN_CONFIGS:  # every stock tensor of the config's family transfers (tests/test_transfer.py)
+        row = next(line for line in lines if line.startswith(f"| {scaled(name, 'n')[:-5]} |"))
+        stock_tensors = row.split(" | ")[-1].split(",")[0].split("/")[1]
+        assert row.endswith(f" | {stock_tensors}/{stock_tensors}, step-0 equal: yes |"), row
     assert next(line for line in lines if line.startswith("| peer: ultralytics C3TR")).endswith("step-0 equal: no |")
-    assert "yolov5n-local / yolov5n = " in table and "ultralytics C3TR peer = " in table
+    assert next(line for line in lines if line.startswith("| yolo12n |")).endswith(" | - |")  # no family of ours
+    for ratio in ("yolov5n-local / yolov5n = ", "ultralytics C3TR peer = ", "yolo11n-local / yolo11n = ",
+                  "yolo11n-local / yolo12n = "):
+        assert ratio in table
     text = doc.read_text()
     assert "old" not in text and "| yolov5n-local |" in text and text.startswith("intro") and text.endswith("outro\n")
     assert (tmp_path / "gallery.csv").exists()

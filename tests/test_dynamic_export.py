@@ -33,10 +33,9 @@ from yolo_attn.attention import attend, pattern_mask, tiling
 from yolo_attn.bench.export_matrix import randomise_weights
 from yolo_attn.blocks import TransformerStack
 from yolo_attn.cli import entrypoint
-from yolo_attn.integration import CONFIG_DIR
+from yolo_attn.configs import shipped
 
-CONFIGS = sorted(p.name.replace("yolov5-", "yolov5n-") if p.stem != "yolov5" else "yolov5n.yaml"
-                 for p in CONFIG_DIR.glob("*.yaml"))
+CONFIGS = shipped("n")
 #: (batch, height, width) each exported model runs at: every batch 1-3 and every size of the issue, paired.
 RUNS = [(1, 320, 320), (2, 384, 640), (3, 224, 352), (1, 800, 800)]
 EXPORT_IMGSZ = 96  # traced at 96 (maps 12, 6, 3): every run size differs from it

@@ -22,10 +22,9 @@ import yolo_attn
 from conftest import randomize_detector, shapes_images
 from yolo_attn import workflows
 from yolo_attn.attention.modules import Attention, QKVAttentionBase
-from yolo_attn.integration import CONFIG_DIR
+from yolo_attn.configs import shipped
 
-CONFIGS = sorted(p.name.replace("yolov5-", "yolov5n-") if p.stem != "yolov5" else "yolov5n.yaml"
-                 for p in CONFIG_DIR.glob("*.yaml"))
+CONFIGS = shipped("n")
 IMGSZ = 128  # P3 16x16, P4 8x8, P5 4x4: windows of 7 and sinkhorn blocks of 64 do not divide every map
 REL_TOL = 3e-4  # of the output scale; see the module docstring
 

@@ -60,9 +60,9 @@ from rounding import RoundingDepth, standard_model_error
 from trained import EVAL_IMGSZ, eval_images, input_dependence, trained_model
 from yolo_attn.attention.modules import QKVAttentionBase
 from yolo_attn.blocks import C3Attn, attention_kinds
+from yolo_attn.configs import shipped
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "yolo_attn" / "cfg"
-CONFIGS = sorted(p.name.replace("yolov5", "yolov5n", 1) for p in CONFIG_DIR.glob("yolov5*.yaml"))
+CONFIGS = shipped("n")
 PLAIN = "yolov5n.yaml"
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 #: Trained detectors: low-precision error <= FACTOR * the standard model's error of the same model (module docstring).

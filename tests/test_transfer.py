@@ -1,11 +1,13 @@
-"""Fine-tuning from a stock YOLOv5 checkpoint (issue #12): every shipped config takes every stock tensor, predicts
-exactly what the stock model predicts at step 0, and its zero-gain attention branches learn (they are not dead);
-bad checkpoints give one-line errors; the transfer report is printed by layer.
+"""Fine-tuning from a stock checkpoint (issue #12; YOLOv8 / YOLO11: issue #14): every shipped config takes every
+tensor of its family's stock checkpoint, predicts exactly what the stock model predicts at step 0, and its zero-gain
+attention branches learn (they are not dead); bad checkpoints and checkpoints of another family give one-line errors;
+the transfer report is printed by layer.
 
-The stock checkpoint is made here: ultralytics' own plain YOLOv5n (its yolov5n.yaml, the YOLOv5u layout of
-yolov5nu.pt) trained 1 epoch on generated data with 80 class names, as yolov5nu.pt has. A 1-epoch model's outputs
-hardly depend on its input (seen: 1.5e-5 px), so before use its BatchNorms get random affines and calibrated statistics
-(:func:`yolo_attn.bench.models.make_sensitive`); the file stays ultralytics' checkpoint format.
+The stock checkpoints are made here: ultralytics' own plain YOLOv5n / YOLOv8n / YOLO11n (its yolov5n.yaml, the YOLOv5u
+layout of yolov5nu.pt; yolov8n.yaml; yolo11n.yaml) trained 1 epoch on generated data with 80 class names, as the
+published checkpoints have. A 1-epoch model's outputs hardly depend on its input (seen: 1.5e-5 px), so before use its
+BatchNorms get random affines and calibrated statistics (:func:`yolo_attn.bench.models.make_sensitive`); the file
+stays ultralytics' checkpoint format.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from conftest import CONFIGS
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 from yolo_attn.bench.models import make_sensitive
-from yolo_attn.blocks import BoTBlock, C3Attn, MHSABranch, TransformerStack, gains
+from yolo_attn.blocks import AttnC2f, AttnC3k2, BoTBlock, C3Attn, MHSABranch, TransformerStack, gains
 from yolo_attn.cli import entrypoint
+from yolo_attn.configs import family, scaled, shipped, stock_config
 from yolo_attn.data import render_image
 from yolo_attn.integration import load_pretrained
-from yolo_attn.transfer import TransferError
+from yolo_attn.transfer import TransferError, stock_type
 
-SHIPPED = sorted(p.name for p in CONFIGS.glob("yolov5-*.yaml"))
+SHIPPED = [c for c in shipped() if c != "yolov5.yaml"]
+BLOCKS = (C3Attn, BoTBlock, AttnC2f, AttnC3k2)
 ATOL = 1e-4  # decoded boxes (pixels) and scores
 
 
@@ -41,8 +45,9 @@ def _image(seed: int, size: int = 128) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def stock_ckpt(tmp_path_factory, shapes_data) -> Path:
-    """A stock-layout checkpoint written by ultralytics (1 epoch of plain YOLOv5n, 80 class names), input-sensitive."""
+def stock_of(tmp_path_factory, shapes_data):
+    """``stock_of(family) -> (checkpoint path, its model)``: a stock-layout checkpoint written by ultralytics (1 epoch
+    of its plain ``<family>n.yaml``, 80 class names), input-sensitive; made once per family, on first use."""
     from ultralytics import YOLO as UltralyticsYOLO
 
     root = tmp_path_factory.mktemp("stock")
@@ -52,18 +57,32 @@ def stock_ckpt(tmp_path_factory, shapes_data) -> Path:
     d["names"] = {i: f"class{i}" for i in range(80)}
     data = root / "data80.yaml"
     data.write_text(yaml.safe_dump(d))
-    UltralyticsYOLO("yolov5n.yaml").train(data=str(data), epochs=1, imgsz=64, batch=8, workers=0, val=False,
-                                          plots=False, device="cpu", project=str(root), name="stock", verbose=False)
-    ckpt = torch.load(root / "stock" / "weights" / "last.pt", weights_only=False)
-    ckpt["model"] = make_sensitive(ckpt["model"].float(), imgsz=64).half()
-    path = root / "stock-v5n.pt"  # a name ending in "yolov5n.pt" would make ultralytics load yolov5nu.pt
-    torch.save(ckpt, path)
-    return path
+    made = {}
+
+    def make(fam: str) -> tuple[Path, torch.nn.Module]:
+        if fam not in made:
+            UltralyticsYOLO(stock_config(f"{fam}.yaml", "n")).train(
+                data=str(data), epochs=1, imgsz=64, batch=8, workers=0, val=False, plots=False, device="cpu",
+                project=str(root), name=fam, verbose=False)
+            ckpt = torch.load(root / fam / "weights" / "last.pt", weights_only=False)
+            ckpt["model"] = make_sensitive(ckpt["model"].float(), imgsz=64).half()
+            path = root / f"stock-{fam[4:]}n.pt"  # stock-v5n.pt: "...yolov5n.pt" would make ultralytics load yolov5nu.pt
+            torch.save(ckpt, path)
+            made[fam] = path, load_checkpoint(str(path))[0].eval()
+        return made[fam]
+
+    return make
 
 
 @pytest.fixture(scope="session")
-def stock_model(stock_ckpt) -> torch.nn.Module:
-    return load_checkpoint(str(stock_ckpt))[0].eval()
+def stock_ckpt(stock_of) -> Path:
+    """The stock YOLOv5n checkpoint (see :func:`stock_of`)."""
+    return stock_of("yolov5")[0]
+
+
+@pytest.fixture(scope="session")
+def stock_model(stock_of) -> torch.nn.Module:
+    return stock_of("yolov5")[1]
 
 
 @pytest.fixture
@@ -117,8 +136,9 @@ def _detection_batch(gen: torch.Generator) -> dict:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_stock_checkpoint_transfers_fully_starts_as_stock_and_learns(name, stock_ckpt, stock_model):
-    yolo = yolo_attn.YOLO(name.replace("yolov5", "yolov5n", 1)).load(str(stock_ckpt))
+def test_stock_checkpoint_transfers_fully_starts_as_stock_and_learns(name, stock_of):
+    stock_ckpt, stock_model = stock_of(family(name))
+    yolo = yolo_attn.YOLO(scaled(name, "n")).load(str(stock_ckpt))
     model, report, stock_sd = yolo.model, yolo.transfer_report, stock_model.state_dict()
     # the report, by layer: every stock tensor lands in its layer; our blocks add their attention as new tensors
     assert report.n_source == report.transferred == len(stock_sd) and report.dropped == 0
@@ -127,11 +147,12 @@ def test_stock_checkpoint_transfers_fully_starts_as_stock_and_learns(name, stock
     for row in report.layers:
         layer = model.model[row.index]
         assert row.transferred == _stock_count(stock_sd, row.index) and row.dropped == 0, row
-        if isinstance(layer, (C3Attn, BoTBlock)):
+        if isinstance(layer, BLOCKS):
             blocks.append(row.index)
-            assert row.source == "C3" and row.identity is True
+            assert row.source == stock_type(layer) == type(stock_model.model[row.index]).__name__
+            assert row.identity is True
             assert row.new == len(layer.state_dict()) - len(layer.stock_keys()) > 0
-            assert f"{row.index:>5}  {row.module:<10} C3" in report.format()
+            assert f"{row.index:>5}  {row.module:<10} {row.source}" in report.format()
         else:
             assert row.new == 0 and row.module == row.source and row.identity is None
     assert blocks and report.identity
@@ -163,12 +184,16 @@ def test_stock_checkpoint_transfers_fully_starts_as_stock_and_learns(name, stock
     assert min(_branch_changes(model, x1)) > 0
 
 
-def test_scale_m_transfers_fully_and_starts_as_stock():
-    """Scale m: two bottlenecks per 3-repeat C3, each with its attention branch in BoTBlock (the README gallery checks
-    every config at every scale the same way: scripts/gallery.py)."""
+@pytest.mark.parametrize("cfg", ["yolov5m-bot.yaml", "yolo11m-local.yaml"])
+def test_scale_m_transfers_fully_and_starts_as_stock(cfg):
+    """Scale m: two bottlenecks per 3-repeat C3, each with its attention branch in BoTBlock; C3k2 with C3k inner
+    blocks (ultralytics' c3k at m/l/x) in AttnC3k2 (the README gallery checks every config at every scale the same
+    way: scripts/gallery.py)."""
     from yolo_attn.bench.models import build_model, stock_transfer
 
-    r = stock_transfer(build_model("yolov5m-bot.yaml"), "m", imgsz=64)
+    model = build_model(cfg)
+    assert cfg != "yolo11m-local.yaml" or type(model.model[13].m[0]).__name__ == "C3k"
+    r = stock_transfer(model, "m", imgsz=64)
     assert r["fraction"] == 1.0 and r["transferred"] == r["stock_tensors"] and r["step0_equal"], r
 
 
@@ -229,9 +254,11 @@ def bad_checkpoints(tmp_path_factory) -> dict[str, Path]:
     from ultralytics import YOLO as UltralyticsYOLO
 
     root = tmp_path_factory.mktemp("bad")
-    out = {"yolo11": root / "yolo11n-ckpt.pt", "scale-s": root / "stock-s.pt", "state-dict": root / "weights.pt",
-           "text": root / "notes.pt", "empty": root / "empty.pt", "missing": root / "missing.pt"}
+    out = {"yolo11": root / "yolo11n-ckpt.pt", "yolov8": root / "yolov8n-ckpt.pt", "scale-s": root / "stock-s.pt",
+           "state-dict": root / "weights.pt", "text": root / "notes.pt", "empty": root / "empty.pt",
+           "missing": root / "missing.pt"}
     UltralyticsYOLO("yolo11n.yaml").save(out["yolo11"])
+    UltralyticsYOLO("yolov8n.yaml").save(out["yolov8"])
     UltralyticsYOLO("yolov5s.yaml").save(out["scale-s"])
     torch.save(DetectionModel("yolov5n.yaml", verbose=False).state_dict(), out["state-dict"])
     out["text"].write_text("not a checkpoint\n")
@@ -261,6 +288,26 @@ def test_bad_checkpoint_is_a_one_line_error_and_changes_nothing(case, bad_checkp
         assert s in msg, f"{s!r} not in {msg}"
     after = yolo.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+#: (config, checkpoint) of another family -> what the one-line error names: both models, the layer types of the
+#: checkpoint that the config lacks, and the checkpoint that fits the config (its family's, at its scale).
+FAMILY_MISFITS = {
+    ("yolo11n-local.yaml", "yolov8"): ["yolov8n.yaml", "does not fit yolo11n-local.yaml", "C2f", "yolo11n.pt"],
+    ("yolov8n-local.yaml", "yolo11"): ["yolo11n.yaml", "does not fit yolov8n-local.yaml", "C2PSA", "yolov8n.pt"],
+    ("yolo11s-local.yaml", "scale-s"): ["yolov5s.yaml", "does not fit yolo11s-local.yaml", "C3", "yolo11s.pt"],
+}
+
+
+@pytest.mark.parametrize("cfg, case", sorted(FAMILY_MISFITS))
+def test_checkpoint_of_another_family_is_refused_in_one_line(cfg, case, bad_checkpoints):
+    yolo = yolo_attn.YOLO(cfg)
+    with pytest.raises(TransferError) as err:
+        yolo.load(str(bad_checkpoints[case]))
+    msg = str(err.value)
+    assert "\n" not in msg and "another model family" in msg
+    for s in FAMILY_MISFITS[(cfg, case)]:
+        assert s in msg, f"{s!r} not in {msg}"
 
 
 @pytest.mark.parametrize("case", ["yolo11", "missing", "text"])

@@ -42,6 +42,7 @@ from ultralytics.models import YOLO as _UltralyticsYOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 
 from . import transfer
+from .configs import CONFIG_DIR
 
 __all__ = [
     "TESTED_ULTRALYTICS",
@@ -58,7 +59,6 @@ __all__ = [
 
 LOGGER = logging.getLogger("yolo_attn")
 TESTED_ULTRALYTICS = ((8, 4), (8, 5))  # [lower, upper) on (major, minor)
-CONFIG_DIR = Path(__file__).parent / "cfg"
 DEFAULT_MODEL = "yolov5n-local.yaml"
 
 
@@ -70,6 +70,25 @@ class YamlConfigError(ValueError):
 class _Entry:
     cls: type[nn.Module]
     repeat: bool  # True: (c1, c2, n, *args), n scaled by depth; False: (c1, c2, *args), n must be 1
+    stock: str  # the ultralytics module that stands in for it in parse_model (C3, C2f, C3k2; Conv when not repeat)
+    stock_args: tuple[str, ...] = ()  # the stock module's YAML arguments after c2 that the block takes first
+
+
+#: Stand-ins a repeatable block may augment (its first base class among these), most specific first.
+STANDINS = ("C3k2", "C2f", "C3")
+#: How a stock argument is read back from the stand-in that parse_model built (it rewrites some by scale).
+_READ_BACK: dict[str, Callable[[nn.Module], Any]] = {
+    "shortcut": lambda m: bool(m.m[0].add),  # C2f: its bottlenecks' residual
+    "c3k": lambda m: type(m.m[0]).__name__ == "C3k",  # C3k2: C3k inner blocks (parse_model: on at scales m/l/x)
+}
+
+
+def _standin(cls: type[nn.Module], repeat: bool) -> str:
+    """The ultralytics module ``parse_model`` builds in place of ``cls``: its stock base, else ``C3`` / ``Conv``."""
+    if not repeat:
+        return "Conv"
+    bases = {c for c in cls.__mro__ if c.__module__.startswith("ultralytics.")}
+    return next((name for name in STANDINS if getattr(tasks, name, None) in bases), "C3")
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -82,6 +101,12 @@ def register_block(cls: type[nn.Module] | None = None, *, name: str | None = Non
     where ``c1`` is the real channel count of its input, ``c2`` the YAML's first argument scaled by the model's
     width multiple (capped by ``max_channels``), ``n`` the YAML repeat count scaled by the depth multiple, and
     ``args`` the remaining YAML arguments exactly as written. The block must output ``c2`` channels.
+
+    A repeatable block that subclasses ultralytics' ``C3k2``, ``C2f`` or ``C3`` is resolved as that module (else as
+    ``C3``), so it gets what ultralytics gives it at every scale. A class attribute ``stock_args`` (names, e.g.
+    ``("c3k",)``) declares the stock module's own YAML arguments after ``c2`` that the block takes first: the YAML's
+    leading non-string arguments fill them, ultralytics builds its module with them, and the block receives the
+    values ultralytics used (``C3k2``'s ``c3k`` is switched on at scales m/l/x), given or not.
 
     Registering the same class twice is harmless; registering a different class under a taken name is an error.
     Usable as a decorator, with or without arguments.
@@ -114,7 +139,11 @@ def register_block(cls: type[nn.Module] | None = None, *, name: str | None = Non
         raise ValueError(f"block name {key!r} is already registered to {_qualname(old.cls)}; pass name=... to rename")
     if key in vars(tasks) and not same:
         raise ValueError(f"block name {key!r} would shadow ultralytics' own module of that name; choose another name")
-    _REGISTRY[key] = _Entry(cls, repeat)
+    stock_args = tuple(getattr(cls, "stock_args", ()))
+    unknown = [a for a in stock_args if a not in _READ_BACK]
+    if unknown or (stock_args and not repeat):
+        raise ValueError(f"stock_args={stock_args} of {key}: only {', '.join(_READ_BACK)} of a repeatable block")
+    _REGISTRY[key] = _Entry(cls, repeat, _standin(cls, repeat), stock_args)
     allow_safe_load(cls)
     install()
     return cls
@@ -275,8 +304,9 @@ def _parse_model(original: Callable, d: dict, ch: int, verbose: bool):
         if not isinstance(n, int) or n < 1 or (not entry.repeat and n != 1):
             allowed = "an int >= 1" if entry.repeat else "1 (this block does not repeat)"
             raise YamlConfigError(f"layer {i} ({m}): number={n!r} is not allowed; use {allowed}")
-        ours[i] = (m, list(args[1:]))
-        standin_layers.append([f, n, "C3" if entry.repeat else "Conv", [args[0]]])
+        given = _leading_stock_args(args[1:], len(entry.stock_args))
+        ours[i] = (m, list(args[1 + len(given):]))
+        standin_layers.append([f, n, entry.stock, [args[0], *given]])
     if not ours:
         return original(d, ch, verbose=verbose)
 
@@ -288,8 +318,9 @@ def _parse_model(original: Callable, d: dict, ch: int, verbose: bool):
         stand = model[i]
         entry = _REGISTRY[name]
         if entry.repeat:
-            c1, c2, n = stand.cv1.conv.in_channels, stand.cv3.conv.out_channels, len(stand.m)
-            head = (c1, c2, n)
+            last = stand.cv3 if entry.stock == "C3" else stand.cv2  # C2f, C3k2: cv2 is the output conv
+            head = (stand.cv1.conv.in_channels, last.conv.out_channels, len(stand.m),
+                    *(_READ_BACK[a](stand) for a in entry.stock_args))
         else:
             head = (stand.conv.in_channels, stand.conv.out_channels)
         try:
@@ -302,6 +333,16 @@ def _parse_model(original: Callable, d: dict, ch: int, verbose: bool):
     if verbose:
         _print_table(d, model)
     return model, save
+
+
+def _leading_stock_args(args: list, k: int) -> list:
+    """The first ``k`` YAML arguments after ``c2`` up to the first word or mapping (the kind and options)."""
+    given = []
+    for a in args[:k]:
+        if isinstance(a, (str, dict)):
+            break
+        given.append(a)
+    return given
 
 
 def _print_table(d: dict, model: nn.Sequential) -> None:

@@ -1,8 +1,9 @@
 """Pretrained transfer: what a checkpoint gives a model, by layer, and the checks before it is loaded.
 
 ultralytics moves weights by name and shape (``DetectionModel.load`` -> ``intersect_dicts``); yolo_attn's configs keep
-the layer indices of ultralytics' ``yolov5.yaml`` and our blocks keep the submodule names of the ``C3`` they augment,
-so every tensor of a stock YOLOv5u checkpoint finds its place. This module only *describes* and *checks* a transfer
+the layer indices of ultralytics' config of their family (``yolov5.yaml``, ``yolov8.yaml``, ``yolo11.yaml``) and our
+blocks keep the submodule names of the ``C3`` / ``C2f`` / ``C3k2`` they augment, so every tensor of the family's
+stock checkpoint (``yolov5nu.pt``, ``yolov8n.pt``, ``yolo11n.pt``, ...) finds its place. This module only *describes* and *checks* a transfer
 (plain torch, no ultralytics internals); :mod:`yolo_attn.integration` does the loading and prints the report:
 
 - :func:`check_checkpoint_path`: the file exists, is local and is a torch archive (one-line :class:`TransferError`);
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from .configs import stock_weights
 
 __all__ = ["MIN_MATCH", "LayerTransfer", "TransferError", "TransferReport", "build_report", "check_checkpoint_path",
            "check_fits", "describe", "stock_type"]
@@ -152,10 +155,18 @@ def check_fits(model: nn.Module, source: nn.Module, label: str) -> None:
         scales = [(getattr(m, "yaml", None) or {}).get("scale") for m in (source, model)]
         why = (f"the same layer types at other widths (scale {scales[0]} vs {scales[1]})" if scales[0] != scales[1]
                else "the same layer types at other widths")
-    scale = (getattr(model, "yaml", None) or {}).get("scale") or "n"
     raise TransferError(f"{label} ({theirs}) does not fit {ours}: only {matched}/{len(src_sd)} of its tensors match "
-                        f"by name and shape, {why}; use a checkpoint of the same family and scale (for yolo_attn's "
-                        f"YOLOv5 configs at scale {scale}: ultralytics' yolov5{scale}u.pt or your own run's best.pt)")
+                        f"by name and shape, {why}; use a checkpoint of the same family and scale ({_stock_hint(model)})")
+
+
+def _stock_hint(model: nn.Module) -> str:
+    """Which checkpoints fit ``model``: its family's stock checkpoint at its scale (from its config name)."""
+    scale = (getattr(model, "yaml", None) or {}).get("scale") or "n"
+    name = _model_name(model)
+    try:
+        return f"for {name}: ultralytics' {stock_weights(name, scale)} or your own run's best.pt"
+    except ValueError:  # not a config name of a known family
+        return "e.g. your own run's best.pt"
 
 
 @dataclass

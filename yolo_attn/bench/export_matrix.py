@@ -75,10 +75,11 @@ DYNAMIC_RUNS = ((1, 256, 320), (2, 192, 256))
 
 
 def shipped_configs() -> list[str]:
-    """Every config shipped in ``yolo_attn/cfg`` at scale n (``yolov5n.yaml``, ``yolov5n-local.yaml``, ...)."""
-    from ..integration import CONFIG_DIR
+    """Every config shipped in ``yolo_attn/cfg`` at scale n (``yolov5n.yaml``, ``yolov5n-local.yaml``, ...,
+    ``yolo11n-local.yaml``)."""
+    from ..configs import shipped
 
-    return sorted(p.name.replace("yolov5", "yolov5n", 1) for p in CONFIG_DIR.glob("*.yaml"))
+    return shipped("n")
 
 
 def randomise_weights(model: torch.nn.Module, seed: int = 0, gain: float = 1.4) -> torch.nn.Module:

@@ -496,10 +496,11 @@ def amp(
     import csv
 
     from ..workflows import resolve_data
+    from ..configs import scaled
     from .peers import default_configs
 
     data = resolve_data(data)  # generate once, before the concurrent runs
-    configs = list(configs) if configs is not None else [c.replace("yolov5", "yolov5n", 1) for c in default_configs()]
+    configs = list(configs) if configs is not None else [scaled(c, "n") for c in default_configs()]
     runs = [(cfg, "amp", 0, epochs, True) for cfg in configs]
     if long_epochs:
         runs += [(long_config, mode, seed, long_epochs, mode == "amp") for seed in seeds for mode in ("amp", "fp32")]

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..configs import FAMILIES, family, scaled, stock_config, stock_weights
 from .report import torch_threads
 
 __all__ = [
@@ -216,11 +217,13 @@ def make_sensitive(model: nn.Module, imgsz: int = 64, seed: int = 0) -> nn.Modul
 
 
 @torch.no_grad()
-def stock_transfer(model: nn.Module, scale: str, imgsz: int = 128, seed: int = 0, atol: float = 1e-4) -> dict:
-    """How a stock YOLOv5u checkpoint transfers into ``model``, and whether the result predicts what the stock does.
+def stock_transfer(model: nn.Module, scale: str, imgsz: int = 128, seed: int = 0, atol: float = 1e-4,
+                   stock: str | None = None) -> dict:
+    """How the stock checkpoint of a model's family transfers into it, and whether the result predicts what it does.
 
-    A stock model (ultralytics' own ``yolov5{scale}.yaml``, same ``nc``) with seeded random weights, made input-sensitive
-    by :func:`make_sensitive`, stands in for ``yolov5{scale}u.pt``; it is loaded into a copy of ``model`` through
+    A stock model (ultralytics' own config of the family, e.g. ``yolov5{scale}.yaml`` or ``yolo11{scale}.yaml``,
+    same ``nc``) with seeded random weights, made input-sensitive by :func:`make_sensitive`, stands in for the
+    published checkpoint (``yolov5{scale}u.pt``, ``yolo11{scale}.pt``); it is loaded into a copy of ``model`` through
     :func:`yolo_attn.integration.load_pretrained` (ultralytics' transfer), and both run in eval mode on one seeded
     random input. Deterministic; no timing.
 
@@ -230,6 +233,8 @@ def stock_transfer(model: nn.Module, scale: str, imgsz: int = 128, seed: int = 0
         imgsz: Side of the test input.
         seed: Seed of the stock weights and the input.
         atol: Largest allowed difference of the decoded boxes and scores for ``step0_equal``.
+        stock: The stock config (default: the family's, :func:`yolo_attn.configs.stock_config` of the model's
+            config name).
 
     Returns:
         ``dict(transferred, stock_tensors, fraction, step0_equal, max_diff)``: tensors of the stock checkpoint that
@@ -245,15 +250,16 @@ def stock_transfer(model: nn.Module, scale: str, imgsz: int = 128, seed: int = 0
 
     from ..integration import load_pretrained
 
+    stock = stock or stock_config(model.yaml.get("yaml_file", "yolov5.yaml"), scale)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        stock = DetectionModel(f"yolov5{scale}.yaml", nc=getattr(model, "nc", 80), verbose=False)
-    make_sensitive(stock, imgsz, seed)
+        source = DetectionModel(stock, nc=getattr(model, "nc", 80), verbose=False)
+    make_sensitive(source, imgsz, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     target = copy.deepcopy(model)
-    report = load_pretrained(target, stock, f"weights=yolov5{scale}u (random)", verbose=False)
+    report = load_pretrained(target, source, f"weights={stock_weights(stock, scale)} (random)", verbose=False)
     x = torch.rand(1, 3, imgsz, imgsz, generator=gen)
-    want = stock.eval()(x)[0]
+    want = source.eval()(x)[0]
     got = target.eval()(x)[0]
     diff = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
     return {"transferred": report.transferred, "stock_tensors": report.n_source, "fraction": report.fraction,
@@ -272,12 +278,13 @@ def gallery(
     """Rows of the config gallery; all latencies of a scale are measured in one interleaved run.
 
     Args:
-        configs: Unscaled config names (``"yolov5-local.yaml"``).
+        configs: Unscaled config names (``"yolov5-local.yaml"``; ultralytics' own, e.g. ``"yolo12.yaml"``, too).
         scales: Scales to report params / GFLOPs for.
         latency_scales: Scales whose latency is measured.
         imgsz: Input size.
         extra: ``{row name: scale -> model dict}`` of comparison models, timed with the configs of each scale.
-        transfer: Also check the transfer from a stock YOLOv5u checkpoint (:func:`stock_transfer`; deterministic).
+        transfer: Also check the transfer from the family's stock checkpoint (:func:`stock_transfer`; deterministic;
+            None for a model of a family without yolo_attn configs).
         **kw: Passed to :func:`measure_latency`.
 
     Returns:
@@ -287,12 +294,13 @@ def gallery(
     for s in scales:
         models = {}
         for c in configs:
-            name = Path(c).name.replace("yolov5", f"yolov5{s}", 1)
-            models[Path(c).stem] = build_model(name)
+            models[Path(c).stem] = build_model(scaled(Path(c).name, s))
         for k, make in (extra or {}).items():
             models[k] = build_model(make(s), scale=s)
         lat = measure_latency(models, imgsz, **kw) if s in latency_scales else {}
         for k, m in models.items():
+            has_stock = k in (extra or {}) or family(f"{k}.yaml") in FAMILIES  # yolo12: no checkpoint of ours fits
             rows.append({"config": k, "scale": s, "params": count_params(m), "gflops": count_gflops(m, imgsz),
-                         "latency_ms": lat.get(k), **({"transfer": stock_transfer(m, s)} if transfer else {})})
+                         "latency_ms": lat.get(k),
+                         **({"transfer": stock_transfer(m, s) if has_stock else None} if transfer else {})})
     return rows

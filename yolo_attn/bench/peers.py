@@ -3,6 +3,7 @@
 Peers (comparison only, never shipped): ultralytics' ``C3TR`` in the ``C3Attn`` slots of ``yolov5-c3tr``
 (:func:`yolo_attn.bench.models.c3tr_peer_config`) and ultralytics' area attention ``A2C2f`` (YOLO12) placed in YOLOv5
 where ``yolov5-local`` puts attention: P5 (layer 8, ``area=1``) and the P4/P3 neck (layers 13 and 17, ``area=4``).
+Beside the YOLOv8 / YOLO11 configs: ultralytics' stock YOLOv8 / YOLO11 and YOLO12 (:func:`stock_references`).
 
 Cost columns come from :mod:`yolo_attn.bench.models` (parameters, FLOPs at the real input size including attention
 matmuls, interleaved PyTorch CPU latency); this module adds ONNX Runtime latency, measured the same way (batch 1,
@@ -22,11 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..configs import FAMILIES, family, scaled, shipped, stock_config
 from . import models as M
 from . import report
 
 __all__ = [
     "RUNTIMES", "a2c2f_peer_config", "default_configs", "peer_configs", "run_models_benchmark", "runtime_latency",
+    "stock_references",
 ]
 
 #: (layer index, [c2, a2, area]) of the A2C2f peer: the slots of yolov5-local's attention layers.
@@ -62,11 +65,20 @@ def peer_configs(scale: str = "n") -> dict[str, dict]:
 
 
 def default_configs() -> list[str]:
-    """Every shipped config, unscaled (``yolov5.yaml`` first)."""
-    from ..integration import CONFIG_DIR
+    """Every shipped config, unscaled (``yolov5.yaml`` first, then by family: YOLOv5, YOLOv8, YOLO11)."""
+    return shipped()
 
-    names = sorted(p.name for p in Path(CONFIG_DIR).glob("yolov5*.yaml"))
-    return sorted(names, key=lambda n: (n != "yolov5.yaml", n))
+
+def stock_references(configs: Iterable[str], scale: str) -> dict[str, str]:
+    """``{row name: config}`` of ultralytics' stock models to compare configs of other families with, at ``scale``.
+
+    The stock model of every family other than YOLOv5 among ``configs`` (YOLOv5's, ``yolov5.yaml``, is shipped),
+    and YOLO12 (area attention, ultralytics' attention model) beside YOLO11.
+    """
+    fams = {family(c) for c in configs} - {"yolov5"}
+    names = [stock_config(f"{f}.yaml", scale) for f in FAMILIES if f in fams]
+    names += [f"yolo12{scale}.yaml"] if "yolo11" in fams else []
+    return {Path(n).stem: n for n in names}
 
 
 def _export_onnx(model: nn.Module, path: Path, imgsz: int) -> Path:
@@ -204,7 +216,8 @@ def run_models_benchmark(
         warmup: Untimed rounds.
         threads: CPU threads of every runtime.
         onnx: Also measure ONNX Runtime latency.
-        peers: Add ultralytics' C3TR and A2C2f peers.
+        peers: Add ultralytics' C3TR and A2C2f peers, and its stock YOLOv8 / YOLO11 / YOLO12 beside configs of those
+            families (:func:`stock_references`).
         openvino: Also measure OpenVINO latency.
         out_dir: Output directory.
         command: Command line recorded in the markdown header.
@@ -217,10 +230,10 @@ def run_models_benchmark(
     models: dict[str, tuple[str, nn.Module]] = {}
     todo: list[tuple[str, str, str | dict]] = []
     for s in scales:
-        todo += [(Path(c).stem.replace("yolov5", f"yolov5{s}", 1), s, Path(c).name.replace("yolov5", f"yolov5{s}", 1))
-                 for c in configs]
+        todo += [(Path(scaled(c, s)).stem, s, scaled(c, s)) for c in configs]
         if peers:
             todo += [(k, s, d) for k, d in peer_configs(s).items()]
+            todo += [(k, s, c) for k, c in stock_references(configs, s).items()]
     if "s" not in scales and any(Path(c).name == "yolov5.yaml" for c in configs):
         todo.append(("yolov5s", "s", "yolov5s.yaml"))
     rows = []

@@ -14,7 +14,9 @@ arguments after the channels: the attention *kind* (a plain word) and an *option
 and shapes, ``n`` = bottlenecks as in ``C3``) and add attention as residual branches whose contributions are scaled
 by per-channel LayerScale gains (:class:`LayerScale`). Loading a stock checkpoint (the block's C3 tensors present, its
 attention tensors absent) sets the gains to 0, so the block starts as exactly the stock C3 it replaces
-(``layer_scale: auto``, the default); from scratch the gains start at 1.
+(``layer_scale: auto``, the default); from scratch the gains start at 1. ``AttnC2f`` and ``AttnC3k2``
+(:mod:`yolo_attn.blocks.csp`) do the same for the ``C2f`` of YOLOv8 and the ``C3k2`` of YOLO11, taking the stock
+row's arguments first (``[c2, shortcut | c3k, kind, {options}]``).
 
 Kinds are the mask patterns of :mod:`yolo_attn.attention.functional` (``full, local, dilated, window, axial, ...``)
 and the learned-pattern families (``tokens``, ``cluster``, ``sinkhorn``, ``linear``). Options are block options
@@ -38,6 +40,8 @@ from .spec import FAMILIES, PositionalEncoding, attention_kinds, build_attention
 
 __all__ = [
     "AttnBlock",
+    "AttnC2f",
+    "AttnC3k2",
     "BoTBlock",
     "C3Attn",
     "LayerScale",
@@ -252,8 +256,40 @@ def _initial_gain(layer_scale: str | float) -> float:
     return 1.0 if layer_scale == "auto" else float(layer_scale)
 
 
+#: Block options of a stock module augmented by a :class:`TransformerStack` on its hidden path (and their defaults).
+PATH_OPTIONS = {"e": 0.5, "depth": 1, "split": 1.0, "layer_scale": "auto"}
+
+
+def _hidden_channels(c2: int, e: float) -> int:
+    c_ = int(c2 * e)
+    if c_ < 1:
+        raise ValueError(f"e={e} leaves no hidden channels at c2={c2}; use a larger e")
+    return c_
+
+
+class _AttentionPath(_AugmentsStock):
+    """Mixin: a :class:`TransformerStack` on a stock block's hidden path, on the first ``split`` of its channels.
+
+    ``C3Attn`` (after a ``C3``'s bottlenecks), ``AttnC2f`` and ``AttnC3k2`` (after the last bottleneck of a ``C2f`` /
+    ``C3k2``) share it: the options ``depth``, ``split``, ``layer_scale`` and the attention's own, the gating and the
+    zeroing on a stock load (:class:`_AugmentsStock`).
+    """
+
+    def _init_attention(self, channels: int, o: Mapping, kind: str, rest: Any) -> None:
+        """Build ``self.attn`` over ``split * channels`` channels (call after the stock module's ``__init__``)."""
+        self.dim = max(int(channels * o["split"]), 1)  # channels the attention sees
+        self.layer_scale = o["layer_scale"]
+        self.attn = TransformerStack(self.dim, o["depth"], kind, rest, _initial_gain(self.layer_scale))
+
+    def _attend(self, y: torch.Tensor) -> torch.Tensor:
+        """``[B, channels, H, W]`` with the attention applied to its first ``dim`` channels."""
+        if self.dim == y.shape[1]:
+            return self.attn(y)
+        return torch.cat((self.attn(y[:, : self.dim]), y[:, self.dim :]), 1)
+
+
 @register_block
-class C3Attn(_AugmentsStock, C3):
+class C3Attn(_AttentionPath, C3):
     """ultralytics' ``C3`` plus ``depth`` transformer layers of any attention kind on its bottleneck path.
 
     ``cv3(cat(attn(m(cv1(x))), cv2(x)))``: the stock C3 computation with a :class:`TransformerStack` after the
@@ -283,20 +319,14 @@ class C3Attn(_AugmentsStock, C3):
 
     def __init__(self, c1: int, c2: int, n: int = 1, kind: str = "full", options: Mapping | None = None) -> None:
         _check_n(n, "number of bottlenecks, as for C3")
-        o, rest = _block_options(options, "C3Attn", e=0.5, shortcut=True, depth=1, split=1.0, layer_scale="auto")
-        c_ = int(c2 * o["e"])
-        if c_ < 1:
-            raise ValueError(f"e={o['e']} leaves no hidden channels at c2={c2}; use a larger e")
-        self.dim = max(int(c_ * o["split"]), 1)  # channels the attention sees
+        o, rest = _block_options(options, "C3Attn", shortcut=True, **PATH_OPTIONS)
+        c_ = _hidden_channels(c2, o["e"])
         super().__init__(c1, c2, n, o["shortcut"], 1, o["e"])
-        self.layer_scale = o["layer_scale"]
-        self.attn = TransformerStack(self.dim, o["depth"], kind, rest, _initial_gain(self.layer_scale))
+        self._init_attention(c_, o, kind, rest)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, c1, H, W]`` to ``[B, c2, H, W]``."""
-        y = self.m(self.cv1(x))
-        y = self.attn(y) if self.dim == y.shape[1] else torch.cat((self.attn(y[:, : self.dim]), y[:, self.dim :]), 1)
-        return self.cv3(torch.cat((y, self.cv2(x)), 1))
+        return self.cv3(torch.cat((self._attend(self.m(self.cv1(x))), self.cv2(x)), 1))
 
 
 @register_block
@@ -421,9 +451,7 @@ class BoTBlock(_AugmentsStock, C3):
         o, rest = _block_options(options, "BoTBlock", e=0.5, shortcut=True, layer_scale="auto")
         if isinstance(rest, dict) and "pos" not in rest and isinstance(kind, str) and kind not in FAMILIES:
             rest["pos"] = "rel"
-        c_ = int(c2 * o["e"])
-        if c_ < 1:
-            raise ValueError(f"e={o['e']} leaves no hidden channels at c2={c2}; use a larger e")
+        c_ = _hidden_channels(c2, o["e"])
         super().__init__(c1, c2, n, o["shortcut"], 1, o["e"])
         self.layer_scale = o["layer_scale"]
         init = _initial_gain(self.layer_scale)
@@ -459,3 +487,5 @@ class PatchEmbed(nn.Module):
 
 
 register_block(PatchEmbed, repeat=False)
+
+from .csp import AttnC2f, AttnC3k2  # noqa: E402  (YOLOv8 / YOLO11 blocks; they build on the machinery above)
