@@ -341,6 +341,7 @@ def test_routing_module_returns_the_mask_it_used():
     out, mask = module(x, (7, 8), return_mask=True)
     assert mask.shape == (2, HEADS, 56, 56)
     q, k, v = module.split_heads(x)
+    assert torch.equal(mask[:, 0], naive_routing(q.detach(), k.detach(), (7, 8), 3, 2))  # the mask it used is BiFormer's
     torch.testing.assert_close(out, module.merge_heads(reference_attention(q, k, v, mask).float()), atol=1e-5, rtol=0)
     torch.testing.assert_close(out, module(x, (7, 8)), atol=0, rtol=0)
 
