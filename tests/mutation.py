@@ -22,6 +22,7 @@ import argparse
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -96,12 +97,28 @@ def copy_repo(repo: Path, dest: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------------- running
 @dataclass
 class Outcome:
-    """What one pytest run gave: exit status, seconds, pytest's summary line."""
+    """What one pytest run gave: exit status, wall seconds, pytest's summary line, output tail, CPU seconds.
+
+    ``cpu`` counts the run and everything it started (user + system time of the reaped processes): unlike wall time
+    it hardly depends on what else runs on the machine, so it estimates the wall time on an idle one.
+    """
 
     rc: int
     seconds: float
     summary: str
     tail: str
+    cpu: float = 0.0
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped child processes (and theirs), so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 #: Third-party modules imported once by the runner and inherited by every forked pytest run (saves their import
@@ -122,7 +139,7 @@ def preload() -> None:
 def run_pytest(root: Path, args: Sequence[str], timeout: float) -> Outcome:
     """``pytest *args`` in ``root`` with ``root`` first on the import path, in a forked child where the platform has
     ``fork`` (a fresh interpreter otherwise); the child and everything it starts are killed after ``timeout``."""
-    start = time.monotonic()
+    start, cpu = time.monotonic(), children_cpu()
     with tempfile.TemporaryFile("w+") as log:
         if hasattr(os, "fork"):
             rc = _forked_pytest(root, args, timeout, log)
@@ -137,7 +154,7 @@ def run_pytest(root: Path, args: Sequence[str], timeout: float) -> Outcome:
         text = log.read()
     if rc == -1:
         text += f"\ntimeout after {timeout:.0f} s"
-    return Outcome(rc, time.monotonic() - start, _summary(text), text[-3000:])
+    return Outcome(rc, time.monotonic() - start, _summary(text), text[-3000:], children_cpu() - cpu)
 
 
 def _forked_pytest(root: Path, args: Sequence[str], timeout: float, log) -> int:
@@ -258,7 +275,7 @@ def run(faults: Sequence[Fault], repo: Path = REPO, baseline: bool = True, timeo
             for args in baseline_groups(faults):
                 out = run_pytest(root, args, timeout)
                 say(f"baseline {' '.join(shlex.quote(a) for a in args[len(FLAGS):])}: {out.summary} "
-                    f"({out.seconds:.0f} s)")
+                    f"({out.seconds:.0f} s, {out.cpu:.0f} CPU-s)")
                 if out.rc != 0:
                     errors.append(f"baseline run failed without any fault (rc={out.rc}): {args}\n{out.tail}")
             if errors:
@@ -271,7 +288,8 @@ def run(faults: Sequence[Fault], repo: Path = REPO, baseline: bool = True, timeo
                 restore(root, fault, text)
             results.append(result)
             verdict = "caught" if result.caught else ("SELECTION ERROR" if result.selection_error else "SURVIVED")
-            say(f"[{i}/{len(faults)}] {fault.id}: {verdict} ({result.outcome.summary}, {result.outcome.seconds:.0f} s)")
+            say(f"[{i}/{len(faults)}] {fault.id}: {verdict} ({result.outcome.summary}, {result.outcome.seconds:.0f} s, "
+                f"{result.outcome.cpu:.0f} CPU-s)")
             if result.selection_error:
                 errors.append(f"{fault.id}: pytest could not run the selection (rc={result.outcome.rc})\n"
                               f"{result.outcome.tail}")
@@ -280,13 +298,13 @@ def run(faults: Sequence[Fault], repo: Path = REPO, baseline: bool = True, timeo
 
 # ---------------------------------------------------------------------------------------------------------- report
 def table(results: Sequence[Result]) -> str:
-    """Markdown table: fault, file, what it plants, tests run, caught, seconds."""
-    rows = ["| fault | file | planted mistake | tests run | result | caught | seconds |",
-            "|---|---|---|---|---|---|---:|"]
+    """Markdown table: fault, file, what it plants, tests run, caught, wall and CPU seconds."""
+    rows = ["| fault | file | planted mistake | tests run | result | caught | seconds | CPU-s |",
+            "|---|---|---|---|---|---|---:|---:|"]
     for r in results:
         caught = "yes" if r.caught else "**NO**"
         rows.append(f"| {r.fault.id} | {r.fault.file} | {r.fault.what} | `{r.fault.shown()}` | {r.outcome.summary} | "
-                    f"{caught} | {r.outcome.seconds:.0f} |")
+                    f"{caught} | {r.outcome.seconds:.0f} | {r.outcome.cpu:.0f} |")
     return "\n".join(rows)
 
 
@@ -302,8 +320,16 @@ def environment() -> str:
             + ", ".join(versions))
 
 
-def report(results: Sequence[Result], command: str, seconds: float) -> str:
-    """The docs/MUTATION.md text."""
+def report(results: Sequence[Result], command: str, seconds: float, cpu: float, load: float) -> str:
+    """The docs/MUTATION.md text.
+
+    Args:
+        results: One result per fault.
+        command: The command line that produced them.
+        seconds: Wall time of the whole run (baselines included).
+        cpu: CPU seconds of the whole run (this process and every pytest run).
+        load: The machine's 15-minute load average at the end of the run.
+    """
     caught = sum(r.caught for r in results)
     return "\n".join([
         "# Mutation check",
@@ -314,8 +340,10 @@ def report(results: Sequence[Result], command: str, seconds: float) -> str:
         "",
         f"- Command: `{command}`",
         f"- Machine: {environment()}",
-        f"- Result: {caught} of {len(results)} faults caught; {seconds / 60:.1f} minutes in all (wall time on a "
-        "shared machine, baseline runs included).",
+        f"- Result: {caught} of {len(results)} faults caught.",
+        f"- Time, baseline runs included: {seconds / 60:.1f} minutes wall on a shared machine (15-minute load average "
+        f"{load:.1f} on {os.cpu_count()} CPUs at the end); {cpu / 60:.1f} CPU-minutes. The runs are sequential, so on "
+        "an idle machine the wall time is about the CPU time or less (torch uses both cores).",
         "",
         table(results),
         "",
@@ -352,8 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         issues = problems(faults)
         print("\n".join(issues) or f"{len(faults)} faults, every snippet found once")
         return 2 if issues else 0
-    start = time.monotonic()
+    start, cpu = time.monotonic(), children_cpu() + _own_cpu()
     results, errors = run(faults, baseline=not a.no_baseline, timeout=a.timeout)
+    wall, cpu = time.monotonic() - start, children_cpu() + _own_cpu() - cpu
     for e in errors:
         print(f"ERROR: {e}", file=sys.stderr)
     if errors:
@@ -362,9 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     command = "nice -n 19 python scripts/mutate.py" + "".join(f" {shlex.quote(x)}" for x in (argv or sys.argv[1:]))
     if a.out and not a.only:
-        (REPO / a.out).write_text(report(results, command, time.monotonic() - start))
+        (REPO / a.out).write_text(report(results, command, wall, cpu, os.getloadavg()[2]))
         print(f"\nwritten {a.out}")
     survived = [r.fault.id for r in results if not r.caught]
-    print(f"\n{len(results) - len(survived)} of {len(results)} faults caught" +
+    print(f"\n{wall / 60:.1f} minutes wall, {cpu / 60:.1f} CPU-minutes")
+    print(f"{len(results) - len(survived)} of {len(results)} faults caught" +
           (f"; SURVIVED: {', '.join(survived)}" if survived else ""))
     return 1 if survived else 0

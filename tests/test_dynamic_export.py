@@ -208,6 +208,21 @@ def test_negative_controls_a_fixed_size_graph_and_a_wrong_plan_are_rejected(tmp_
         assert max_error(run, other, module.reference(other)) > 1e-2
 
 
+def test_traced_graph_is_one_chunk_whatever_the_eager_chunking(tmp_path, monkeypatch):
+    """Eager runs split the tiles into chunks (forced here: one tile per chunk); a traced graph must not, or the
+    traced tile count becomes a constant of the graph. Traced with chunking forced, it still runs at every size."""
+    monkeypatch.setattr(tiling, "CHUNK_LOGITS", 1)
+    module = OnMap(*PATTERNS["global"]).eval()
+    example = _map(TRACED_HW)
+    runners = {"eager": module, "torchscript": trace_runner(module, example),
+               "onnx": onnx_runner(module, example, tmp_path / "chunked.onnx")}
+    for i, hw in enumerate([TRACED_HW, *OTHER_HW]):
+        x = _map(hw, batch=1 + i % 2, seed=i)
+        expected = module.reference(x)
+        for name, run in runners.items():
+            assert max_error(run, x, expected) < 1e-5, (name, hw)
+
+
 # ---------------------------------------------------------------------------------------------------------- model
 def _image(batch, h, w, seed):
     return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))

@@ -328,7 +328,7 @@ def test_routing_selection_matches_loops_and_output_is_exact_under_its_mask(hw, 
     _assert_same(out, [q, k, v], lambda *t: reference_attention(*t, mask))
 
 
-@pytest.mark.parametrize(("hw", "regions"), [((8, 8), 2), ((7, 5), 3)])
+@pytest.mark.parametrize(("hw", "regions"), [((8, 8), 2), ((7, 5), 3), ((5, 5), 4)])  # 5x5 / 4: 7 padding-only regions
 def test_routing_to_every_region_is_full_attention(hw, regions):
     q, k, v = _leaves(1, HEADS, hw[0] * hw[1], 8)
     out, _ = routing_attention(q, k, v, hw, regions, regions * regions)
@@ -341,6 +341,7 @@ def test_routing_module_returns_the_mask_it_used():
     out, mask = module(x, (7, 8), return_mask=True)
     assert mask.shape == (2, HEADS, 56, 56)
     q, k, v = module.split_heads(x)
+    assert torch.equal(mask[:, 0], naive_routing(q.detach(), k.detach(), (7, 8), 3, 2))  # the mask it used is BiFormer's
     torch.testing.assert_close(out, module.merge_heads(reference_attention(q, k, v, mask).float()), atol=1e-5, rtol=0)
     torch.testing.assert_close(out, module(x, (7, 8)), atol=0, rtol=0)
 
