@@ -75,8 +75,20 @@ def _replace_marked(path: Path, block: str) -> None:
         path.write_text(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}")
 
 
+def selected(configs: str) -> list[str]:
+    """The configs of a run: the named shipped ones (all by default) and the stock models always; a name that is not
+    shipped is refused in one line."""
+    names = [c.strip() for c in configs.split(",") if c.strip()] or shipped()
+    unknown = [c for c in names if c not in shipped()]
+    if unknown:
+        raise SystemExit(f"--configs: {', '.join(unknown)} not shipped; shipped: {', '.join(shipped())}")
+    return [c for c in shipped() if c in names] + STOCK
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="", help="comma-separated shipped configs (yolov5-local.yaml, ...); default "
+                    "all, with ultralytics' stock YOLOv8 / YOLO11 / YOLO12 and the C3TR peer beside them")
     ap.add_argument("--scales", default="nsmlx", help="scales for params / GFLOPs (letters)")
     ap.add_argument("--latency-scales", default="n", help="scales whose CPU latency is measured (letters)")
     ap.add_argument("--imgsz", type=int, default=640)
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="markdown files whose <!-- gallery:start --> ... <!-- gallery:end --> section is replaced")
     args = ap.parse_args(argv)
 
-    configs = shipped() + STOCK
+    configs = selected(args.configs)
     extra = {PEER: lambda s: c3tr_peer_config(f"yolov5{s}-c3tr.yaml")}
     rows = gallery(configs, args.scales, args.latency_scales, args.imgsz, extra=extra, transfer=args.transfer,
                    repeats=args.repeats, threads=args.threads)

@@ -281,7 +281,7 @@ FAULTS: tuple[Fault, ...] = (
           "if not zipfile.is_zipfile(p):",
           "if not zipfile.is_zipfile(p) and p.stat().st_size == 0:",
           BAD, "truncated", "a truncated checkpoint reaches the unpickler"),
-    Fault("check-dynamic-export", "yolo_attn/checks.py",
+    Fault("check-dynamic-export", "yolo_attn/export_checks.py",
           'and fmt in table and "dynamic" not in table[fmt]:',
           'and fmt in table and "dynamic" not in table["onnx"]:',
           "tests/test_export_formats.py::test_dynamic_refused_for_fixed_size_formats_before_writing", "",

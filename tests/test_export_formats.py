@@ -108,7 +108,7 @@ def test_torchscript_half_on_cpu_is_refused_in_one_line(tmp_path, capsys, local_
 def test_ncnn_folder_ncnn_cannot_load_is_refused_and_removed(tmp_path):
     """pnnx leaves the plans' indexed gathers as ``Tensor.index`` layers, which ncnn lacks (docs/EXPORT.md: every
     sparse config): such a folder is removed with one line naming the layers. A folder ncnn can load is kept."""
-    from yolo_attn.checks import check_exported
+    from yolo_attn.export_checks import check_exported
 
     header = "7767517\n2 2\nInput in0 0 1 in0\n"
     for name, layer, refused in [("bad", "Tensor.index", True), ("good", "ReLU", False)]:

@@ -73,8 +73,10 @@ def test_every_flex_pattern_is_tested():
     assert {p for p, _ in CASES.values()} == set(flex.FLEX_PATTERNS)
 
 
-def _resolved(pattern: str, options: dict) -> dict:
-    return resolve(PATTERNS, pattern, options)[1]
+def _resolved(pattern: str, options: dict, hw: tuple[int, int] = (64, 64)) -> dict:
+    """Options as the flex path receives them (``PatternSpec.flex_options`` of the resolved options)."""
+    spec, resolved = resolve(PATTERNS, pattern, options)
+    return spec.flex_options(resolved, hw[0] * hw[1])
 
 
 @pytest.mark.parametrize("hw", SIZES, ids=str)
@@ -82,7 +84,7 @@ def _resolved(pattern: str, options: dict) -> dict:
 def test_mask_mod_equals_naive_mask(case, hw):
     """The mask_mod, evaluated on the whole index grid, is the naive (loop-built) mask of the pattern."""
     pattern, options = CASES[case]
-    mod = flex.flex_mask_mod(pattern, hw, _resolved(pattern, options))
+    mod = flex.flex_mask_mod(pattern, hw, _resolved(pattern, options, hw))
     want = _naive(pattern, *hw, options)
     if want is None:
         assert mod is None
@@ -111,7 +113,7 @@ def test_flex_forward_cpu_matches_reference(case, rel):
     n = hw[0] * hw[1] + options.get("num_global_tokens", 0)
     q, k, v = (t.detach() for t in _inputs(n, torch.float32, "cpu"))
     table = _rel_table(case, options).detach() if rel else None
-    out = flex.flex_attend(q, k, v, pattern, hw, _resolved(pattern, options), table, compile=False)
+    out = flex.flex_attend(q, k, v, pattern, hw, _resolved(pattern, options, hw), table, compile=False)
     bias = None if table is None else naive_rel_bias(table.double(), *hw)
     ref = reference_attention(q, k, v, mask, bias)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=0)

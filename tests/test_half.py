@@ -194,6 +194,12 @@ _SORT_KEYS = ("cluster sort keys are integers (cluster_id * N + position) cast t
 _SINKHORN = ("the Sinkhorn normalisation of the [nb, nb] block logits: log P is of order log nb while the block "
              "choice depends on differences of ~1e-4, below fp16's resolution there (14 of 360 choices flipped, 2 now); "
              "the picked entries are cast back to the value dtype for the straight-through factor")
+_PERFORMER = ("Performer's random features are exponentials, summed over all N tokens (phi(k)^T v, the normaliser): "
+              "beyond fp16's range as for linear attention, so performer_attention computes in fp32 and returns the "
+              "value dtype")
+_ROUTING = ("the region-to-region affinity of routing attention (region means of q and k, their products, top-k): "
+            "a discrete choice, made in fp32 so fp16 rounding does not flip near-ties as it did for Sinkhorn; only "
+            "int64 region indices leave it, no activation passes through fp32")
 #: (where, aten op) -> (reason, required input dtypes or None). ``where`` is the innermost yolo_attn frame; ``None``
 #: as the op allows every op there. Anything not listed that produces float32 in a half model fails.
 ALLOWED_FP32 = {
@@ -204,6 +210,10 @@ ALLOWED_FP32 = {
     ("attention/cluster.py:_chunk_layout", "aten._to_copy.default"): (_SORT_KEYS, {"int64"}),
     ("attention/cluster.py:_chunk_layout", "aten.sort.default"): (_SORT_KEYS, {"float32"}),
     ("attention/sinkhorn.py:log_sinkhorn", None): (_SINKHORN, None),
+    ("attention/performer.py:performer_attention", None): (_PERFORMER, None),
+    ("attention/performer.py:favor_features", None): (_PERFORMER, None),
+    ("attention/performer.py:logits", None): (_PERFORMER, None),
+    ("attention/routing.py:_select", None): (_ROUTING, None),
     ("attention/sinkhorn.py:sinkhorn_attention", "aten.gather.default"): (_SINKHORN, {"float32", "int64"}),
 }
 #: Fused SDPA kernels return their softmax statistics (logsumexp) in fp32 beside the half output: only their first

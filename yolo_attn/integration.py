@@ -43,12 +43,14 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 
 from . import transfer
 from .configs import CONFIG_DIR
+from .export_checks import check_export_request, check_exported
 
 __all__ = [
     "TESTED_ULTRALYTICS",
     "YOLO",
     "AttnDetectionTrainer",
     "YamlConfigError",
+    "export_format_arguments",
     "install",
     "load_pretrained",
     "read_checkpoint",
@@ -557,7 +559,7 @@ class YOLO(_UltralyticsYOLO):
 
     def export(self, **kwargs: Any) -> str:
         """ultralytics' export, with a one-line refusal of what the format cannot honour (before writing anything)
-        and of an artefact its runtime cannot load (removed): see :mod:`yolo_attn.checks`.
+        and of an artefact its runtime cannot load (removed): see :mod:`yolo_attn.export_checks`.
 
         Args:
             **kwargs: ultralytics export arguments (``format``, ``imgsz``, ``dynamic``, ``half``, ``int8``, ...).
@@ -565,9 +567,7 @@ class YOLO(_UltralyticsYOLO):
         Returns:
             The exported file or folder.
         """
-        from .checks import check_export_request, check_exported
-
-        check_export_request(kwargs)
+        check_export_request(kwargs, export_format_arguments())
         path = super().export(**kwargs)
         check_exported(path)
         return path
@@ -644,3 +644,11 @@ def check_dataset_local(data: str | Path) -> dict:
 
     ensure_fonts()
     return check_det_dataset(str(data), autodownload=False)
+
+
+def export_format_arguments() -> dict[str, list[str]]:
+    """ultralytics' export table: format argument (``onnx``, ``engine``, ...) -> the export arguments it accepts."""
+    from ultralytics.engine.exporter import export_formats
+
+    table = export_formats()
+    return {fmt: list(args) for fmt, args in zip(table["Argument"], table["Arguments"]) if fmt not in ("-", "")}

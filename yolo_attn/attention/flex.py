@@ -92,16 +92,16 @@ def _axial(h: int, w: int, options: dict) -> MaskMod:
 
 
 def _global(h: int, w: int, options: dict) -> MaskMod:
-    from .functional import _global_index, _split_global  # the pattern's own option handling
-
-    base, base_options = _split_global(options)
-    if base.name not in _MASK_MODS or base.name == "global":
-        raise ValueError(f"flex: global attention over base={base.name!r} is not supported")
-    base_mod = _MASK_MODS[base.name](h, w, base_options)
+    """options: the base's canonical name and resolved options beside the global ones (``PatternSpec.flex_options``)."""
+    own = ("base", "global_idx", "num_global_tokens")
+    base = options["base"]
+    if base not in _MASK_MODS or base == "global":
+        raise ValueError(f"flex: global attention over base={base!r} is not supported")
+    base_mod = _MASK_MODS[base](h, w, {k: v for k, v in options.items() if k not in own})
     g, n = options["num_global_tokens"], h * w
     special = torch.zeros(g + n, dtype=torch.bool)
     special[:g] = True
-    special[torch.tensor(_global_index(options["global_idx"], n), dtype=torch.long) + g] = True
+    special[torch.as_tensor(options["global_idx"], dtype=torch.long).reshape(-1) + g] = True
 
     def mask_mod(b, head, q, k):
         table = special.to(q.device)

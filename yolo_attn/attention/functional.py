@@ -40,6 +40,8 @@ class PatternSpec:
             executor over ``plan_key``.
         rel_pos: Whether a relative position bias table is supported.
         sub_patterns: ``options -> names`` of patterns whose options this one also accepts (global base, mixed).
+        flex_options: ``(options, n) -> options`` as :mod:`~yolo_attn.attention.flex`'s mask mod reads them
+            (global: its base resolved), for the CUDA flex path.
     """
 
     name: str
@@ -49,12 +51,13 @@ class PatternSpec:
     run: Runner | None = None
     rel_pos: bool = False
     sub_patterns: Callable[[dict], tuple] = lambda options: ()
+    flex_options: Callable[[dict, int], dict] = lambda options, n: options
 
     def __call__(self, q, k, v, h, w, options, rel_pos_bias=None, dropout_p=0.0) -> torch.Tensor:
         """Run the fast path on ``[B, heads, N, d]`` tensors (options already resolved); on CUDA the backend table
         may send the pattern to FlexAttention instead (:func:`yolo_attn.attention.flex.choose_backend`)."""
         if choose_backend(self.name, q, dropout_p) == "flex":
-            out = run_flex(self.name, q, k, v, h, w, options, rel_pos_bias)
+            out = run_flex(self.name, q, k, v, h, w, self.flex_options(options, h * w), rel_pos_bias)
             if out is not None:
                 return out
         return (self.run or _run_tiled)(self, q, k, v, h, w, options, rel_pos_bias, dropout_p)
@@ -153,6 +156,13 @@ def _global_index(global_idx: Any, n: Size) -> list[int]:
 def _split_global(options: dict) -> tuple[PatternSpec, dict]:
     own = {"base", "global_idx", "num_global_tokens"}
     return resolve(PATTERNS, options["base"], {k: v for k, v in options.items() if k not in own})
+
+
+def _global_flex_options(options: dict, n: int) -> dict:
+    """The global pattern's options for flex: its base's canonical name and resolved options, the indices as ints."""
+    base, base_options = _split_global(options)
+    return {**base_options, "base": base.name, "global_idx": tuple(_global_index(options["global_idx"], n)),
+            "num_global_tokens": options["num_global_tokens"]}
 
 
 def _global_pattern_mask(h: int, w: int, **options) -> torch.Tensor:
@@ -279,7 +289,7 @@ for _spec in (
                 lambda h, w, o: ("window", (o["window"], o["shift"])), rel_pos=True),
     PatternSpec("axial", P.axial_mask, run=_run_axial),
     PatternSpec("global", _global_pattern_mask, {"base": "local", "global_idx": (), "num_global_tokens": 0},
-                run=_run_global, sub_patterns=lambda o: (o["base"],)),
+                run=_run_global, sub_patterns=lambda o: (o["base"],), flex_options=_global_flex_options),
     PatternSpec("custom", lambda h, w, mask: _custom_mask(h, w, mask), {"mask": None}, run=_run_custom),
     PatternSpec("mixed", _mixed_pattern_mask, {"heads": None, "options": None}, run=_run_mixed, rel_pos=True,
                 sub_patterns=lambda o: tuple(o["heads"] or ())),
