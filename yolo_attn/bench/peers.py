@@ -105,6 +105,10 @@ def _onnx_runner(model: nn.Module, folder: Path, imgsz: int, threads: int | None
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    # ONNX Runtime's idle threads spin after each run by default and slow whatever runs next in an interleaved
+    # round (measured: PyTorch yolov5n 145 ms right after an ORT run vs 92 ms alone; 86 ms with spinning off).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -255,7 +259,8 @@ def run_models_benchmark(
         f"imgsz {imgsz}, batch 1, {threads} threads, median of {repeats} interleaved rounds after {warmup} warm-up. "
         "GFLOPs counted at the real input size with torch's FlopCounterMode (attention matmuls included, "
         "1 multiply-add = 2 FLOPs). PyTorch, ONNX Runtime and OpenVINO timed in the same interleaved rounds. "
-        "ONNX: legacy exporter, opset 17, fused model, CPUExecutionProvider. OpenVINO: the traced fused model "
+        "ONNX: legacy exporter, opset 17, fused model, CPUExecutionProvider, thread spinning off (idle ONNX Runtime threads "
+        "otherwise slow the next model of the round). OpenVINO: the traced fused model "
         "converted as ultralytics' format=openvino does, INFERENCE_PRECISION_HINT=f32, PERFORMANCE_HINT=LATENCY."
     ]
     report.write_markdown(rows, out / "models.md", "Model cost: params, GFLOPs, latency", notes)
