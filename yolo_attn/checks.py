@@ -1,4 +1,5 @@
-"""Checks of what users pass in, before ultralytics sees it: checkpoints, image sizes, labels, export requests.
+"""Checks of what users pass in, before ultralytics sees it: checkpoints, image sizes, labels (export requests:
+:mod:`yolo_attn.export_checks`).
 
 Each failure is a :class:`WorkflowError` whose one-line message names the value and what is allowed; the
 ``yolo-attn`` command prints it without a traceback (:mod:`yolo_attn.cli`).
@@ -14,13 +15,11 @@ import torch
 
 from . import integration
 from .errors import WorkflowError
-from .export_checks import check_export_request, check_exported
 from .integration import YOLO
 from .transfer import TransferError, check_checkpoint_path
 
 __all__ = [
-    "IMAGE_SUFFIXES", "WorkflowError", "check_export_request", "check_exported", "check_imgsz", "check_labels",
-    "load_model",
+    "IMAGE_SUFFIXES", "WorkflowError", "check_imgsz", "check_labels", "load_model",
 ]
 
 _WEIGHT_SUFFIXES = {".pt", ".pth"}

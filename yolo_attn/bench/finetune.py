@@ -42,17 +42,6 @@ def _shown(path: str | Path, root: Path | None = None) -> str:
     return str(Path(*p.parts[-2:]))
 
 
-def _portable(command: str) -> str:
-    """The command line with absolute paths shortened to their last two parts (reports never show them)."""
-    words = []
-    for w in command.split(" "):
-        key, sep, value = w.rpartition("=")
-        if value.startswith(("/", "~")) and len(Path(value).parts) > 2:
-            value = str(Path("...", *Path(value).parts[-2:]))
-        words.append(f"{key}{sep}{value}")
-    return " ".join(words)
-
-
 def _done(run: Path) -> dict | None:
     f = run / "result.json"
     return json.loads(f.read_text()) if f.is_file() else None
@@ -223,7 +212,7 @@ def run_finetune_benchmark(
         r["run"] = _shown(runs / r["run"], out)
     cols = ["config", "map50_95_step0", "map50_95", "delta", "transferred", "stock_tensors", "run"]
     report.write_csv(rows, out / "finetune.csv", cols)
-    notes = [*report.header_notes(_portable(command)), (
+    notes = [*report.header_notes(command), (
         f"Data {_shown(data)} ({nc} classes). Pretrained model: {where}. Every config loads it (all stock tensors "
         f"transfer; the attention starts as a no-op), is validated (step 0), then fine-tuned {epochs} epochs at imgsz "
         f"{imgsz}, batch {batch}, device {device}, seed {seed} (deterministic), and validated again (the final "

@@ -11,6 +11,7 @@ import csv
 import math
 import os
 import platform
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -302,12 +303,37 @@ def machine_info() -> dict[str, str]:
     }
 
 
+_PATH_WORD = re.compile(r"(?<!\S)((?:[\w.-]+=)?)([/~][^\s'\"`]*)")
+
+
+def portable_command(command: str) -> str:
+    """The command with its absolute (and ``~``) paths shortened: relative to the working directory when inside it,
+    else ``.../<at most the last two parts>``, so no machine's folder layout reaches a committed report.
+
+    Examples:
+        >>> portable_command("yolo-attn bench accuracy data=/srv/data/highway-320/data.yaml out=benchmarks")
+        'yolo-attn bench accuracy data=.../highway-320/data.yaml out=benchmarks'
+    """
+    cwd = Path.cwd()
+
+    def shorten(m: re.Match) -> str:
+        p = Path(m.group(2)).expanduser()
+        try:
+            return m.group(1) + str(p.relative_to(cwd))
+        except ValueError:
+            # at most the last two parts, never the two below the root (/home/<user>, /tmp/<dir>, ...)
+            return m.group(1) + "/".join(["...", *(p.parts[3:][-2:] or p.parts[-1:])])
+
+    return _PATH_WORD.sub(shorten, command)
+
+
 def header_notes(command: str) -> list[str]:
-    """Markdown paragraphs naming the machine, versions and the exact command (for :func:`write_markdown`)."""
+    """Markdown paragraphs naming the machine, versions and the command (paths made portable, for
+    :func:`write_markdown`)."""
     info = machine_info()
     return [
         "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()),
-        f"Command: `{command}`",
+        f"Command: `{portable_command(command)}`",
     ]
 
 

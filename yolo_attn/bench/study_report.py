@@ -10,7 +10,6 @@ No absolute path is written: command arguments that are absolute paths are short
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,7 @@ from . import report, verdict
 from .study import LEDGER_COLUMNS, Recipe, StudyConfig, read_ledger, resolve_configs, roles
 from .study_costs import count_costs, read_costs
 
-__all__ = ["portable_command", "record_command", "write_report"]
-
-
-def portable_command(command: str) -> str:
-    """The command with absolute path values shortened (no machine's folder layout in committed reports).
-
-    Examples:
-        >>> portable_command("yolo-attn bench accuracy data=/srv/data/highway-320/data.yaml")
-        "yolo-attn bench accuracy 'data=<...>/highway-320/data.yaml'"
-    """
-    cwd = Path.cwd()
-    words = []
-    for w in shlex.split(command):
-        key, eq, val = w.partition("=")
-        if eq and (val.startswith(("/", "~"))):
-            p = Path(val).expanduser()
-            try:
-                val = str(p.relative_to(cwd))
-            except ValueError:
-                val = "<...>/" + "/".join(p.parts[-2:])
-            w = f"{key}={val}"
-        words.append(w)
-    return shlex.join(words)
+__all__ = ["record_command", "write_report"]
 
 
 def record_command(study: Path, command: str) -> None:
@@ -54,7 +31,7 @@ def record_command(study: Path, command: str) -> None:
         return
     path = study / "commands.txt"
     have = path.read_text().splitlines() if path.is_file() else []
-    line = portable_command(command)
+    line = report.portable_command(command)
     if line not in have:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join([*have, line]) + "\n")
@@ -106,7 +83,7 @@ def write_report(
     optimizers = sorted({r["optimizer"] for r in runs if r.get("optimizer")})
     share = [float(r["concurrency"]) for r in runs if r.get("concurrency")]
     gpu_total = sum(float(r["gpu_min"]) for r in runs if r.get("gpu_min"))
-    notes = report.header_notes(portable_command(command)) + [
+    notes = report.header_notes(command) + [
         f"Dataset: {dataset} (data YAML `{Path(recipe.data).name}` in folder `{Path(recipe.data).parent.name}`; "
         "see the dataset's PROVENANCE.txt for source and licence).",
         f"Recipe (identical for every run): {recipe.epochs} epochs at imgsz {recipe.imgsz}, batch {recipe.batch}, "
