@@ -223,6 +223,39 @@ def test_traced_graph_is_one_chunk_whatever_the_eager_chunking(tmp_path, monkeyp
             assert max_error(run, x, expected) < 1e-5, (name, hw)
 
 
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+FIXED_CASES = ["local", "dilated", "window_shift", "global_tokens", "local_rel", "mixed"]
+
+
+@pytest.mark.parametrize("case", FIXED_CASES)
+def test_fixed_size_trace_has_the_plans_as_constants(case, tmp_path):
+    """``fixed_sizes()`` (static exports): the same exact outputs at the traced size, with no plan arithmetic in the
+    graph (no ``Range``: the index plans are constants); the same module traced without it computes its plans in
+    the graph (control). A fixed graph is, by design, for its traced size only."""
+    module = OnMap(*PATTERNS[case]).eval()
+    example, other = _map(TRACED_HW), _map(OTHER_HW[0], seed=1)
+    expected = module.reference(example)
+    with tiling.fixed_sizes():
+        static = tmp_path / "static.onnx"
+        _quiet(torch.onnx.export, module, (example,), str(static), opset_version=17, dynamo=False,
+               input_names=["x"], output_names=["y"])
+        traced = trace_runner(module, example)
+    session = _session(static)
+    for run in (traced, lambda x: session.run(None, {"x": x.numpy()})[0]):
+        assert max_error(run, example, expected) < 1e-5, case
+    assert max_error(traced, other, module.reference(other)) > 1e-2  # the trace holds the one size it saw
+    assert "Range" not in _op_types(static)
+    with tiling.fixed_sizes(enabled=False):
+        onnx_runner(module, example, tmp_path / "dynamic.onnx")
+    assert "Range" in _op_types(tmp_path / "dynamic.onnx")
+    assert not tiling.symbolic_sizes()
+
+
 # ---------------------------------------------------------------------------------------------------------- model
 def _image(batch, h, w, seed):
     return torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
@@ -274,6 +307,24 @@ def test_every_config_exports_one_file_for_every_size(cfg, tmp_path, monkeypatch
         onnx_file = _quiet(yolo.export, format="onnx", dynamic=True, imgsz=EXPORT_IMGSZ, simplify=False)
     ts_file = _quiet(yolo.export, format="torchscript", dynamic=True, imgsz=EXPORT_IMGSZ)
     _check_model(yolo.model, {"onnx": onnx_file, "torchscript": ts_file})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_static_export_bakes_the_plans_and_dynamic_export_computes_them(tmp_path, monkeypatch):
+    """``YOLO.export`` without ``dynamic`` (ultralytics' default) traces one size: plans are graph constants (no
+    ``Range``), parity holds at the export size; with ``dynamic=True`` the same model computes them in the graph."""
+    monkeypatch.chdir(tmp_path)
+    yolo = yolo_attn.YOLO("yolov5n-local.yaml")
+    randomise_weights(yolo.model)
+    static = _quiet(yolo.export, format="onnx", imgsz=EXPORT_IMGSZ, simplify=False)
+    assert "Range" not in _op_types(static)
+    session = _session(static)
+    x = _image(1, EXPORT_IMGSZ, EXPORT_IMGSZ, seed=0)
+    with torch.no_grad():
+        expected = copy.deepcopy(yolo.model).float().eval().fuse()(x)[0]
+    assert max_error(lambda t: session.run(None, {"images": t.numpy()})[0], x, expected) < TOLERANCE
+    dynamic = _quiet(yolo.export, format="onnx", dynamic=True, imgsz=EXPORT_IMGSZ, simplify=False)
+    assert "Range" in _op_types(dynamic)
 
 
 @pytest.mark.usefixtures("one_thread")

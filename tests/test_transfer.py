@@ -335,7 +335,7 @@ def test_legacy_yolov5_file_name_is_refused_not_downloaded(stock_ckpt, tmp_path,
 # ------------------------------------------------------------------------------------------------ bench finetune
 def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     out = tmp_path / "bench"
-    argv = ["bench", "finetune", f"data={shapes_data}", "configs=yolov5n.yaml,yolov5n-window.yaml",
+    argv = ["bench", "finetune", f"data={shapes_data}", "configs=yolov5n.yaml,yolov5n-window.yaml", "seeds=0,1",
             "pretrain_epochs=1", "epochs=1", "imgsz=32", "batch=8", "workers=0", f"out={out}"]
     assert entrypoint(argv) == 0
     for suffix in (".csv", ".md", ".png"):
@@ -343,14 +343,22 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     text = (out / "finetune.md").read_text()
     assert "Command: `yolo-attn bench finetune" in text and "torch" in text and str(tmp_path) not in text
     rows = (out / "finetune.csv").read_text().splitlines()
-    assert rows[0].startswith("config,map50_95_step0,map50_95,delta,transferred,stock_tensors") and len(rows) == 3
+    assert rows[0].startswith("config,seed,map50_95_step0,map50_95,delta,transferred,stock_tensors") and len(rows) == 5
     values = [r.split(",") for r in rows[1:]]
-    assert [v[0] for v in values] == ["yolov5n", "yolov5n-window"]
-    assert all(math.isfinite(float(x)) for v in values for x in v[1:4]) and values[0][1] == values[1][1]
-    assert all(v[4] == v[5] for v in values)  # every stock tensor transferred
+    assert [(v[0], v[1]) for v in values] == [("yolov5n", "0"), ("yolov5n-window", "0"), ("yolov5n", "1"),
+                                              ("yolov5n-window", "1")]
+    assert all(math.isfinite(float(x)) for v in values for x in v[2:5]) and len({v[2] for v in values}) == 1
+    assert all(v[5] == v[6] for v in values)  # every stock tensor transferred
+    # the summary: two runs per config, the mean of the CSV's values, a verdict against plain with 2SE
+    summary = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| yolov5n")][:2]
+    assert [c.strip() for c in summary[0][:2]] == ["yolov5n", "2"] and summary[0][-1].strip() == "reference"
+    window = [float(v[3]) for v in values if v[0] == "yolov5n-window"]
+    assert float(summary[1][3]) == pytest.approx(sum(window) / 2, abs=1e-4)
+    assert summary[1][-1].strip() in {"met", "within noise", "missed"} and "Goal, part 2" in text
     weights = sorted((out / "finetune_runs").glob("*/weights/last.pt"))
-    assert len(weights) == 3  # pretrain + 2 fine-tunes
+    assert len(weights) == 5  # pretrain + 2 configs x 2 seeds
     stamps = [w.stat().st_mtime_ns for w in weights]
     assert entrypoint(argv) == 0  # finished runs are skipped
     assert [w.stat().st_mtime_ns for w in weights] == stamps
     assert (out / "finetune.csv").read_text().splitlines() == rows
+    assert entrypoint([*argv[:4], "seeds=1,1"]) == 2  # repeated seeds: one-line refusal

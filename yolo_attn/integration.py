@@ -42,6 +42,7 @@ from ultralytics.models import YOLO as _UltralyticsYOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 
 from . import transfer
+from .attention.tiling import fixed_sizes
 from .configs import CONFIG_DIR
 from .export_checks import check_export_request, check_exported
 
@@ -559,7 +560,9 @@ class YOLO(_UltralyticsYOLO):
 
     def export(self, **kwargs: Any) -> str:
         """ultralytics' export, with a one-line refusal of what the format cannot honour (before writing anything)
-        and of an artefact its runtime cannot load (removed): see :mod:`yolo_attn.export_checks`.
+        and of an artefact its runtime cannot load (removed): see :mod:`yolo_attn.export_checks`. Without
+        ``dynamic=True`` the index plans are constants of the graph (:func:`~yolo_attn.attention.tiling.fixed_sizes`);
+        with it they are computed in the graph from the input's size.
 
         Args:
             **kwargs: ultralytics export arguments (``format``, ``imgsz``, ``dynamic``, ``half``, ``int8``, ...).
@@ -568,7 +571,8 @@ class YOLO(_UltralyticsYOLO):
             The exported file or folder.
         """
         check_export_request(kwargs, export_format_arguments())
-        path = super().export(**kwargs)
+        with fixed_sizes(not kwargs.get("dynamic", False)):  # one input size: the index plans are graph constants
+            path = super().export(**kwargs)
         check_exported(path)
         return path
 

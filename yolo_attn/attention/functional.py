@@ -303,7 +303,8 @@ def _check_hw(hw: Any) -> tuple[Size, Size]:
     if isinstance(hw, (tuple, list)) and len(hw) == 2:
         if symbolic_sizes() and all(isinstance(x, torch.Tensor) and x.dim() == 0 for x in hw):
             return tuple(hw)
-        size = tuple(int(x) if isinstance(x, torch.Tensor) and x.numel() == 1 else x for x in hw)
+        with graph_constants():  # a traced size under fixed_sizes() becomes a constant by design
+            size = tuple(int(x) if isinstance(x, torch.Tensor) and x.numel() == 1 else x for x in hw)
         if all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in size):
             return size
     raise ValueError(f"hw={hw!r} must be a pair of positive ints (height, width)")

@@ -13,7 +13,6 @@ import torch.nn as nn
 
 from .functional import PATTERNS, attend, mixed_groups
 from .options import resolve
-from .tiling import symbolic_sizes
 
 __all__ = ["Attention", "QKVAttentionBase", "rel_pos_extent"]
 
@@ -72,7 +71,7 @@ class QKVAttentionBase(nn.Module):
         """Validate ``x: [B, N, C]`` against ``hw = (H, W)`` (``N = extra_tokens + H * W``) and ``C = dim``.
 
         Skipped while tracing (sizes are symbolic then; the eager run before the trace validated them)."""
-        if symbolic_sizes():
+        if torch.jit.is_tracing():
             return
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x.shape={tuple(x.shape)} must be [B, N, C] with C = dim = {self.dim}")

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .modules import QKVAttentionBase
+from .tiling import symbolic_sizes
 
 __all__ = ["REDUCERS", "ReduceAttention", "reduce_attention", "reduce_tokens", "reduced_size"]
 
@@ -43,8 +44,8 @@ def reduced_size(hw: tuple[int, int], ratio: int) -> tuple[int, int]:
 
 
 def _divides(hw, ratio: int) -> bool:
-    """Eager maps divisible by ``ratio`` skip the padding; traced sizes always take the general path."""
-    return all(isinstance(x, int) and x % ratio == 0 for x in hw) and not torch.jit.is_tracing()
+    """Eager maps divisible by ``ratio`` skip the padding; symbolic (traced) sizes always take the general path."""
+    return all(isinstance(x, int) and x % ratio == 0 for x in hw) and not symbolic_sizes()
 
 
 def reduce_tokens(

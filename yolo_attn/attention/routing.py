@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .kernel import mask_to_bias
 from .modules import QKVAttentionBase
+from .tiling import symbolic_sizes
 
 __all__ = ["RoutingAttention", "check_routing", "example_routing_mask", "region_index", "routing_attention",
            "routing_mask", "routing_select"]
@@ -53,8 +54,8 @@ def _region_size(hw, regions: int):
 
 
 def _divides(hw, regions: int) -> bool:
-    """Eager maps divisible by ``S`` need no padding; traced sizes always take the general (padded) path."""
-    return all(isinstance(x, int) and x % regions == 0 for x in hw) and not torch.jit.is_tracing()
+    """Eager maps divisible by ``S`` need no padding; symbolic (traced) sizes always take the general (padded) path."""
+    return all(isinstance(x, int) and x % regions == 0 for x in hw) and not symbolic_sizes()
 
 
 def _to_regions(x: torch.Tensor, hw, regions: int) -> torch.Tensor:

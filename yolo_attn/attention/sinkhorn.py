@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from .kernel import masked_attention
 from .modules import QKVAttentionBase
-from .tiling import symbolic_sizes
 
 __all__ = ["SinkhornAttention", "sinkhorn_attention", "sinkhorn_mask", "log_sinkhorn", "block_summaries"]
 
@@ -116,7 +115,7 @@ def sinkhorn_attention(
     b, h, n, _ = q.shape
     pad = -n % block_size
     nb = (n + pad) // block_size
-    if not symbolic_sizes() and log_p.shape[-2:] != (nb, nb):
+    if not torch.jit.is_tracing() and log_p.shape[-2:] != (nb, nb):
         raise ValueError(f"log_p.shape={tuple(log_p.shape)} must end with ({nb}, {nb}) for {n=}, {block_size=}")
     choice = log_p.argmax(dim=-1)  # [B, h, nb]
     st = log_p.gather(-1, choice.unsqueeze(-1)).to(v.dtype)  # [B, h, nb, 1]: the picked entries, in v's dtype

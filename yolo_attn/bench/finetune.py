@@ -3,10 +3,12 @@
 1. The pretrained model: a given checkpoint of the stock YOLOv5 layout (``pretrained=...pt``), or a plain
    ``yolov5n.yaml`` trained here on the same data for ``pretrain_epochs`` (the recorded run
    ``<out>/finetune_runs/pretrain-<config>``).
-2. For every config: load the pretrained weights (:meth:`yolo_attn.YOLO.load`: every stock tensor transfers and the
-   attention starts as a no-op) and validate (mAP50-95 at step 0, which must equal the pretrained model's), then
-   fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
-3. Write ``finetune.csv``, ``finetune.md`` (machine, versions, command, dataset, schedule) and ``finetune.png``.
+2. For every config and seed: load the pretrained weights (:meth:`yolo_attn.YOLO.load`: every stock tensor transfers
+   and the attention starts as a no-op) and validate (mAP50-95 at step 0, which must equal the pretrained model's),
+   then fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
+3. Write ``finetune.csv`` (one row per run), ``finetune.md`` (machine, versions, command, dataset, schedule; mean and
+   standard deviation over seeds per config, the difference to plain fine-tuning against two standard errors, and
+   every run) and ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
 training resumes from its ``last.pt``. Reports name files relative to the output directory, never absolute paths.
@@ -22,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from . import report
+from . import report, verdict
 
-__all__ = ["DEFAULT_CONFIGS", "finetune_once", "pretrain", "run_finetune_benchmark"]
+__all__ = ["DEFAULT_CONFIGS", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
 
 #: Plain YOLOv5n first (the reference), then three attention configs.
 DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
@@ -119,7 +121,8 @@ def _config_with_nc(cfg: str, nc: int, where: Path) -> Path:
 
 
 def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, epochs: int, **train_args: Any) -> dict:
-    """Step-0 validation and a fine-tune of one config from the pretrained checkpoint (skipped when done before).
+    """Step-0 validation and a fine-tune of one config and seed from the pretrained checkpoint (skipped when done
+    before). The run directory is ``<runs>/<config>-seed<seed>``.
 
     Args:
         cfg: Config name (``yolov5n-local.yaml``).
@@ -131,11 +134,12 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
         **train_args: ``imgsz``, ``batch``, ``device``, ``seed``, ... (also used for validation where they apply).
 
     Returns:
-        ``dict(config, map50_95_step0, map50_95, transferred, stock_tensors, run)``.
+        ``dict(config, seed, map50_95_step0, map50_95, transferred, stock_tensors, run)``.
     """
     from ..integration import YOLO
 
-    run = runs / Path(cfg).stem
+    seed = int(train_args.get("seed", 0))
+    run = runs / f"{Path(cfg).stem}-seed{seed}"
     done = _done(run)
     if done:
         return done
@@ -145,7 +149,7 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
                       verbose=False, **val_args)
     tr = start.transfer_report
     yolo = _train(cfg, run, data=data, epochs=epochs, pretrained=str(pretrained), **train_args)
-    result = {"config": Path(cfg).stem, "map50_95_step0": float(step0.box.map), "map50_95": _final_map(yolo),
+    result = {"config": Path(cfg).stem, "seed": seed, "map50_95_step0": float(step0.box.map), "map50_95": _final_map(yolo),
               "transferred": tr.transferred, "stock_tensors": tr.n_source, "run": run.name}
     (run / "result.json").write_text(json.dumps(result))
     return result
@@ -160,7 +164,7 @@ def run_finetune_benchmark(
     imgsz: int = 256,
     batch: int = 16,
     device: str | None = "cpu",
-    seed: int = 0,
+    seeds: Iterable[int] = (0,),
     workers: int | None = None,
     out_dir: str | Path = "benchmarks",
     command: str = "",
@@ -177,48 +181,103 @@ def run_finetune_benchmark(
         imgsz: Training and validation image size.
         batch: Batch size.
         device: ``cpu``, ``0``, ...
-        seed: Training seed (``deterministic=True``).
+        seeds: Training seeds (``deterministic=True``); every config is fine-tuned once per seed.
         workers: Dataloader workers (None: ultralytics' default).
         out_dir: Output directory.
         command: Command line recorded in the markdown header.
 
     Returns:
-        One row per config: ``config, map50_95_step0, map50_95, delta, transferred, stock_tensors, run``.
+        One row per run: ``config, seed, map50_95_step0, map50_95, delta, transferred, stock_tensors, run``.
     """
     from ..checks import check_labels
     from ..integration import check_dataset_local
     from ..transfer import check_checkpoint_path
     from ..workflows import resolve_data
 
-    configs = list(configs)
+    configs, seeds = list(configs), [int(x) for x in seeds]
+    if not configs or not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"configs={configs} and seeds={seeds} must be non-empty, seeds without repeats")
     data = resolve_data(data)
     check_labels(data)
     nc = int(check_dataset_local(data)["nc"])
     out = Path(out_dir)
     runs = (out / "finetune_runs").resolve()
-    args = {"imgsz": imgsz, "batch": batch, "device": device, "seed": seed, "deterministic": True, "val": False,
+    args = {"imgsz": imgsz, "batch": batch, "device": device, "deterministic": True, "val": False,
             **({"workers": workers} if workers is not None else {})}
     if pretrained is None:
-        weights = pretrain(configs[0], data, runs, pretrain_epochs, **args)
+        weights = pretrain(configs[0], data, runs, pretrain_epochs, seed=seeds[0], **args)
         where = f"{configs[0]} trained {pretrain_epochs} epochs on the same data (run {_shown(weights, out)})"
     else:
         weights = check_checkpoint_path(pretrained, "pretrained").resolve()
         where = f"{Path(str(pretrained)).name} (given)"
-    rows = []
-    for cfg in report.progress(configs, desc="bench finetune"):
-        rows.append(finetune_once(cfg, weights, data, nc, runs, epochs, **args))
+    rows = [finetune_once(cfg, weights, data, nc, runs, epochs, seed=seed, **args)
+            for seed, cfg in report.progress([(s, c) for s in seeds for c in configs], desc="bench finetune")]
     for r in rows:
         r["delta"] = r["map50_95"] - r["map50_95_step0"]
         r["run"] = _shown(runs / r["run"], out)
-    cols = ["config", "map50_95_step0", "map50_95", "delta", "transferred", "stock_tensors", "run"]
+    cols = ["config", "seed", "map50_95_step0", "map50_95", "delta", "transferred", "stock_tensors", "run"]
     report.write_csv(rows, out / "finetune.csv", cols)
+    summary = summarize(rows, configs)
     notes = [*report.header_notes(command), (
         f"Data {_shown(data)} ({nc} classes). Pretrained model: {where}. Every config loads it (all stock tensors "
         f"transfer; the attention starts as a no-op), is validated (step 0), then fine-tuned {epochs} epochs at imgsz "
-        f"{imgsz}, batch {batch}, device {device}, seed {seed} (deterministic), and validated again (the final "
-        "validation of the run). map50_95_step0 should be the same for every config.")]
-    report.write_markdown(rows, out / "finetune.md", "Fine-tuning from a pretrained YOLOv5", notes, cols)
-    report.plot_bars({r["config"]: {"step 0": r["map50_95_step0"], f"after {epochs} epochs": r["map50_95"]}
-                      for r in rows}, out / "finetune.png",
+        f"{imgsz}, batch {batch}, device {device}, seeds {', '.join(map(str, seeds))} (deterministic), and validated "
+        "again (the final validation of the run). map50_95_step0 should be the same for every config."),
+        *goal_lines(summary)]
+    body = ["# Fine-tuning from a pretrained YOLOv5", "", *(line for note in notes for line in (note, "")),
+            report.markdown_table(summary, SUMMARY_COLUMNS), "", "Every run:", "", report.markdown_table(rows, cols), ""]
+    (out / "finetune.md").write_text("\n".join(body))
+    report.plot_bars({r["config"]: {"step 0": r["map50_95_step0"], f"after {epochs} epochs (mean)": r["map50_95_mean"]}
+                      for r in summary}, out / "finetune.png",
                      f"mAP50-95 before and after fine-tuning ({epochs} epochs, {_shown(data)})", "mAP50-95")
     return rows
+
+
+SUMMARY_COLUMNS = ["config", "runs", "map50_95_step0", "map50_95_mean", "map50_95_std", "d_vs_plain", "two_se",
+                   "goal"]
+
+
+def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
+    """Per config: runs, step-0 mAP, mean and std over seeds, difference to plain (``configs[0]``) and 2SE.
+
+    ``goal`` (the issue's "scores at least what plain fine-tuning scores"): ``met`` when the mean is not below
+    plain's, ``within noise`` when it is below by less than two standard errors of the difference (2SE, see
+    :mod:`yolo_attn.bench.verdict`), ``missed`` when below by more; ``one seed`` when no 2SE can be formed.
+
+    Examples:
+        >>> rows = [{"config": c, "seed": s, "map50_95_step0": .1, "map50_95": m} for c, s, m in
+        ...         [("p", 0, .20), ("p", 1, .22), ("a", 0, .20), ("a", 1, .21)]]
+        >>> [r["goal"] for r in summarize(rows, ["p", "a"])]
+        ['reference', 'within noise']
+    """
+    names = [Path(c).stem for c in configs]
+    rows = sorted(rows, key=lambda r: names.index(r["config"]) if r["config"] in names else len(names))
+    stats = verdict.summarize(rows, {names[0]: "plain"}, order=names)
+    out = []
+    for st in stats:
+        mine = [r for r in rows if r["config"] == st["config"]]
+        d, two_se = st["d_map50_95"], st["two_se"]
+        goal = ("reference" if st["role"] == "plain" else "n/a" if d is None else "met" if d >= 0
+                else "one seed" if two_se is None else "within noise" if -d <= two_se else "missed")
+        out.append({"config": st["config"], "runs": st["runs"], "map50_95_step0": mine[0]["map50_95_step0"],
+                    "map50_95_mean": st["map50_95_mean"], "map50_95_std": st["map50_95_std"], "d_vs_plain": d,
+                    "two_se": two_se, "goal": goal})
+    return out
+
+
+def goal_lines(summary: list[dict]) -> list[str]:
+    """Paragraphs of the report stating the issue's goal per attention config, from :func:`summarize`."""
+    plain = summary[0] if summary else None
+    if plain is None:
+        return []
+    step0 = {round(r["map50_95_step0"], 6) for r in summary}
+    lines = [f"Goal, part 1 (every config scores the pretrained mAP at step 0): "
+             f"{'met' if len(step0) == 1 else 'MISSED'} ({', '.join(f'{x:.4f}' for x in sorted(step0))})."]
+    said = []
+    for r in summary[1:]:
+        d = "n/a" if r["d_vs_plain"] is None else f"{100 * r['d_vs_plain']:+.2f} points"
+        two_se = "" if r["two_se"] is None else f", 2SE {100 * r['two_se']:.2f}"
+        said.append(f"`{r['config']}` {d}{two_se}: {r['goal']}")
+    lines.append("Goal, part 2 (after the same fine-tune, at least plain's mAP50-95; mean over seeds, difference to "
+                 f"`{plain['config']}` against two standard errors): " + "; ".join(said) + ".")
+    return lines

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attention.tiling import fixed_sizes
+
 from ..configs import FAMILIES, family, scaled, shipped, stock_config
 from . import models as M
 from . import report
@@ -85,7 +87,7 @@ def _export_onnx(model: nn.Module, path: Path, imgsz: int) -> Path:
     import warnings
 
     m = _export_ready(model)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fixed_sizes():  # one input size, as ultralytics exports by default
         warnings.simplefilter("ignore")
         torch.onnx.export(m, torch.zeros(1, 3, imgsz, imgsz), str(path), opset_version=17, dynamo=False,
                           input_names=["images"], output_names=["output0"])
@@ -126,7 +128,7 @@ def _openvino_runner(model: nn.Module, folder: Path, imgsz: int, threads: int | 
     import openvino as ov
 
     m, x = _export_ready(model), torch.zeros(1, 3, imgsz, imgsz)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), fixed_sizes():
         warnings.simplefilter("ignore")
         ov_model = ov.convert_model(torch.jit.trace(m, x, strict=False, check_trace=False), example_input=x)
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
