@@ -362,3 +362,9 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     assert [w.stat().st_mtime_ns for w in weights] == stamps
     assert (out / "finetune.csv").read_text().splitlines() == rows
     assert entrypoint([*argv[:4], "seeds=1,1"]) == 2  # repeated seeds: one-line refusal
+    (out / "finetune.csv").unlink()
+    assert entrypoint([*argv[:4], "seeds=0,1,7", "part=report", f"out={out}"]) == 0  # seed 7 never ran: left out
+    assert (out / "finetune.csv").read_text().splitlines() == rows
+    assert [w.stat().st_mtime_ns for w in weights] == stamps  # nothing trained
+    assert entrypoint([*argv[:4], "part=report", f"out={tmp_path / 'empty'}"]) == 2  # nothing finished: one line
+    assert entrypoint([*argv[:4], "part=val"]) == 2

@@ -10,7 +10,7 @@ are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the a
                              [time_budget=MIN] [part=train,latency,report] [runs=runs/NAME] [out=benchmarks]
     yolo-attn bench gpu [part=all|kernels|train|infer|amp] [quick=False] [out=benchmarks]     (CUDA only)
     yolo-attn bench finetune data=... [pretrained=plain.pt] [pretrain_epochs=15] [epochs=5] [imgsz=256] [seeds=0,1,2]
-                             [configs=...]
+                             [configs=...] [part=train,report | report]
     yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
     yolo-attn show pattern=local [window=3] [size=8x8] [point=x,y] [out=pattern_local.png] [any pattern option]
     yolo-attn show attention model=best.pt source=img.jpg point=x,y [imgsz=640] [out=attention.png]
@@ -149,17 +149,26 @@ def _bench_finetune(kv: dict[str, Any], command: str) -> Any:
 
     a = _take(kv, {"data": None, "configs": ",".join(DEFAULT_CONFIGS), "pretrained": None, "pretrain_epochs": 15,
                    "epochs": 5, "imgsz": 256, "batch": 16, "device": "cpu", "seeds": "0", "workers": None,
-                   "out": "benchmarks"}, "bench finetune")
+                   "part": "train,report", "out": "benchmarks"}, "bench finetune")
+    parts = set(_list(a["part"]))
+    if not parts or parts - {"train", "report"}:
+        raise CommandError(f"part={a['part']!r}: allowed train,report (the default) or report (from finished runs)")
     if not a["data"]:
         raise CommandError("bench finetune needs data=..., e.g. yolo-attn bench finetune "
                            "data=../shared/data/highway-320/data.yaml")
     seeds = _list(a["seeds"], int)
     if not seeds or len(set(seeds)) != len(seeds):
         raise CommandError(f"seeds={a['seeds']!r} must be distinct ints, e.g. seeds=0,1,2")
-    return run_finetune_benchmark(str(a["data"]), _list(a["configs"]), a["pretrained"], int(a["pretrain_epochs"]),
-                                  int(a["epochs"]), int(a["imgsz"]), int(a["batch"]),
-                                  None if a["device"] is None else str(a["device"]), seeds,
-                                  None if a["workers"] is None else int(a["workers"]), a["out"], command)
+    try:
+        return run_finetune_benchmark(str(a["data"]), _list(a["configs"]), a["pretrained"], int(a["pretrain_epochs"]),
+                                      int(a["epochs"]), int(a["imgsz"]), int(a["batch"]),
+                                      None if a["device"] is None else str(a["device"]), seeds,
+                                      None if a["workers"] is None else int(a["workers"]), a["out"], command,
+                                      train="train" in parts)
+    except ValueError as e:
+        if "train" in parts:
+            raise
+        raise CommandError(str(e)) from None  # part=report with nothing finished
 
 
 BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy,

@@ -168,6 +168,7 @@ def run_finetune_benchmark(
     workers: int | None = None,
     out_dir: str | Path = "benchmarks",
     command: str = "",
+    train: bool = True,
 ) -> list[dict]:
     """Fine-tune every config from one pretrained plain YOLOv5 with one schedule; write ``finetune.{csv,md,png}``.
 
@@ -185,6 +186,7 @@ def run_finetune_benchmark(
         workers: Dataloader workers (None: ultralytics' default).
         out_dir: Output directory.
         command: Command line recorded in the markdown header.
+        train: False to write the report from the runs that have finished (``part=report``), training nothing.
 
     Returns:
         One row per run: ``config, seed, map50_95_step0, map50_95, delta, transferred, stock_tensors, run``.
@@ -204,14 +206,23 @@ def run_finetune_benchmark(
     runs = (out / "finetune_runs").resolve()
     args = {"imgsz": imgsz, "batch": batch, "device": device, "deterministic": True, "val": False,
             **({"workers": workers} if workers is not None else {})}
+    plan = [(seed, cfg) for seed in seeds for cfg in configs]
     if pretrained is None:
-        weights = pretrain(configs[0], data, runs, pretrain_epochs, seed=seeds[0], **args)
+        pre = runs / f"pretrain-{Path(configs[0]).stem}"
+        weights = pretrain(configs[0], data, runs, pretrain_epochs, seed=seeds[0], **args) if train \
+            else pre / (_done(pre) or {}).get("weights", "weights/best.pt")
         where = f"{configs[0]} trained {pretrain_epochs} epochs on the same data (run {_shown(weights, out)})"
     else:
         weights = check_checkpoint_path(pretrained, "pretrained").resolve()
         where = f"{Path(str(pretrained)).name} (given)"
-    rows = [finetune_once(cfg, weights, data, nc, runs, epochs, seed=seed, **args)
-            for seed, cfg in report.progress([(s, c) for s in seeds for c in configs], desc="bench finetune")]
+    if train:
+        rows = [finetune_once(cfg, weights, data, nc, runs, epochs, seed=seed, **args)
+                for seed, cfg in report.progress(plan, desc="bench finetune")]
+    else:  # the report of the runs that have finished
+        rows = [r for r in (_done(runs / f"{Path(cfg).stem}-seed{seed}") for seed, cfg in plan) if r]
+        if not rows:
+            raise ValueError(f"no finished fine-tuning run under {_shown(runs)} for configs={configs}, seeds={seeds}")
+        seeds = sorted({r["seed"] for r in rows})
     for r in rows:
         r["delta"] = r["map50_95"] - r["map50_95_step0"]
         r["run"] = _shown(runs / r["run"], out)
