@@ -58,12 +58,18 @@ def _is_number(text: str) -> bool:
 
 def test_bench_models_tiny(tmp_path):
     out = tmp_path / "bench"
-    argv = ["bench", "models", "configs=yolov5-local.yaml", "imgsz=64", "reps=1", "warmup=0", f"out={out}"]
+    argv = ["bench", "models", "configs=yolov5.yaml,yolov5-local.yaml", "imgsz=64", "reps=2", "warmup=0", f"out={out}"]
     assert entrypoint(argv) == 0
-    rows = _assert_outputs(out, "models", ("params_M", "gflops", "torch_ms", "onnx_ms", "openvino_ms"))
+    ratios = ("torch_x", "onnx_x", "openvino_x")
+    rows = _assert_outputs(out, "models", ("params_M", "gflops", "torch_ms", "onnx_ms", "openvino_ms", *ratios))
     names = [r["model"] for r in rows]
-    assert names == ["yolov5n-local", "yolov5n-C3TR (ultralytics)", "yolov5n-A2C2f (ultralytics)"]
+    assert names == ["yolov5n", "yolov5n-local", "yolov5n-C3TR (ultralytics)", "yolov5n-A2C2f (ultralytics)",
+                     "yolov5s"]
     assert all(float(r["gflops"]) > 0 and float(r["params_M"]) > 0 for r in rows)
+    for ref in (rows[0], rows[-1]):  # the reference of each scale, paired with itself in every round
+        assert all(float(ref[k]) == 1.0 for k in ratios)
+    assert all(float(r[k]) > 0 for r in rows for k in ratios)
+    assert "paired" in (out / "models.md").read_text()
 
 
 @pytest.mark.parametrize(

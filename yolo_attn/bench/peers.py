@@ -150,6 +150,7 @@ def runtime_latency(
     warmup: int = 2,
     threads: int | None = 2,
     runtimes: Iterable[str] = ("onnx_ms", "openvino_ms"),
+    reference: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
     """Median CPU latency (ms, batch 1) of every model in PyTorch and the exported runtimes, all interleaved.
 
@@ -165,10 +166,13 @@ def runtime_latency(
         warmup: Untimed rounds first.
         threads: Threads of every runtime (``None``: each runtime's default).
         runtimes: Columns of :data:`RUNTIMES` to measure besides PyTorch (``torch_ms``).
+        reference: ``{name: reference name}``: adds ``torch_x``, ``onnx_x``, ... = the median over rounds of
+            ``time(name) / time(reference)`` in the same round and runtime (paired ratios: a slow spell of a shared
+            machine that spans a round cancels, which a ratio of the two medians does not).
 
     Returns:
-        ``({name: {"torch_ms": ms, "onnx_ms": ms or None, ...}}, {name: error})``; a model that fails to export or
-        load in a runtime gets None there and its error.
+        ``({name: {"torch_ms": ms, "onnx_ms": ms or None, ..., "torch_x": ratio, ...}}, {name: error})``; a model
+        that fails to export or load in a runtime gets None there and its error.
     """
     runners: dict[tuple[str, str], Callable[[], Any]] = {}
     errors: dict[str, str] = {}
@@ -196,6 +200,10 @@ def runtime_latency(
     columns = ["torch_ms", *runtimes]
     out = {name: {c: (statistics.median(times[(name, c)]) if times.get((name, c)) else None) for c in columns}
            for name in models}
+    for name, ref in (reference or {}).items():
+        for c in columns:
+            a, b = times.get((name, c)), times.get((ref, c))
+            out[name][c.replace("_ms", "_x")] = statistics.median(x / y for x, y in zip(a, b)) if a and b else None
     return out, errors
 
 
@@ -251,21 +259,29 @@ def run_models_benchmark(
                      "openvino_ms": None, "note": ""})
     nets = {k: m for k, (_, m) in models.items()}
     runtimes = [c for c, on in (("onnx_ms", onnx), ("openvino_ms", openvino)) if on]
-    lat, errors = runtime_latency(nets, imgsz, repeats, warmup, threads, runtimes)
+    reference = {r["model"]: f"yolov5{r['scale']}" for r in rows if f"yolov5{r['scale']}" in nets}
+    lat, errors = runtime_latency(nets, imgsz, repeats, warmup, threads, runtimes, reference)
+    ratios = [c.replace("_ms", "_x") for c in ("torch_ms", *runtimes)] if reference else []
     for row in rows:
         row.update({k: v for k, v in lat[row["model"]].items()})
         row["note"] = errors.get(row["model"], "")
+    cols = ["model", "scale", "params_M", "gflops", "torch_ms", "onnx_ms", "openvino_ms", *ratios, "note"]
     out = Path(out_dir)
-    report.write_csv(rows, out / "models.csv")
+    report.write_csv(rows, out / "models.csv", cols)
     notes = report.header_notes(command) + [
         f"imgsz {imgsz}, batch 1, {threads} threads, median of {repeats} interleaved rounds after {warmup} warm-up. "
         "GFLOPs counted at the real input size with torch's FlopCounterMode (attention matmuls included, "
         "1 multiply-add = 2 FLOPs). PyTorch, ONNX Runtime and OpenVINO timed in the same interleaved rounds. "
         "ONNX: legacy exporter, opset 17, fused model, CPUExecutionProvider, thread spinning off (idle ONNX Runtime threads "
         "otherwise slow the next model of the round). OpenVINO: the traced fused model "
-        "converted as ultralytics' format=openvino does, INFERENCE_PRECISION_HINT=f32, PERFORMANCE_HINT=LATENCY."
+        "converted as ultralytics' format=openvino does, INFERENCE_PRECISION_HINT=f32, PERFORMANCE_HINT=LATENCY. "
+        "Both are static exports (one input size: the attention's index plans are graph constants, as with "
+        "ultralytics' default dynamic=False)."
+        + (" torch_x, onnx_x, openvino_x: latency relative to plain YOLOv5 of the same scale, the median over rounds "
+           "of the ratio of the two times in the same round (paired, so a slow spell of the machine cancels); "
+           "this is the ratio the goals are read from." if ratios else "")
     ]
-    report.write_markdown(rows, out / "models.md", "Model cost: params, GFLOPs, latency", notes)
+    report.write_markdown(rows, out / "models.md", "Model cost: params, GFLOPs, latency", notes, cols)
     report.plot_bars(
         {r["model"]: {"PyTorch": r["torch_ms"], "ONNX Runtime": r["onnx_ms"], "OpenVINO": r["openvino_ms"]}
          for r in rows},
