@@ -16,7 +16,7 @@ import copy
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from . import models as M
 from . import report
 
 __all__ = [
-    "RUNTIMES", "a2c2f_peer_config", "default_configs", "peer_configs", "run_models_benchmark", "runtime_latency",
-    "stock_references",
+    "DEPLOY_RATIO", "RUNTIMES", "a2c2f_peer_config", "default_configs", "deployment_goal", "peer_configs",
+    "run_models_benchmark", "runtime_latency", "stock_references",
 ]
 
 #: (layer index, [c2, a2, area]) of the A2C2f peer: the slots of yolov5-local's attention layers.
@@ -281,6 +281,7 @@ def run_models_benchmark(
            "of the ratio of the two times in the same round (paired, so a slow spell of the machine cancels); "
            "this is the ratio the goals are read from." if ratios else "")
     ]
+    notes += deployment_goal(rows)
     report.write_markdown(rows, out / "models.md", "Model cost: params, GFLOPs, latency", notes, cols)
     report.plot_bars(
         {r["model"]: {"PyTorch": r["torch_ms"], "ONNX Runtime": r["onnx_ms"], "OpenVINO": r["openvino_ms"]}
@@ -289,3 +290,39 @@ def run_models_benchmark(
         annotate={r["model"]: f"{r['gflops']:.1f} GFLOPs" for r in rows},
     )
     return rows
+
+
+#: Deployment goal of the models benchmark: every attention config within this factor of plain YOLOv5 in ONNX
+#: Runtime and OpenVINO (paired ratios), and faster than ultralytics' A2C2f peer placed in the same slots.
+DEPLOY_RATIO = 1.3
+
+
+def deployment_goal(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One paragraph: which attention configs meet :data:`DEPLOY_RATIO` in ONNX Runtime and OpenVINO and beat the
+    A2C2f peer's latency there (rows of :func:`run_models_benchmark`; stock models and peers are not judged).
+
+    Examples:
+        >>> rows = [{"model": "yolov5n", "onnx_x": 1.0, "openvino_x": 1.0, "onnx_ms": 50, "openvino_ms": 40},
+        ...         {"model": "yolov5n-A2C2f (ultralytics)", "onnx_x": 1.4, "openvino_x": 1.5, "onnx_ms": 70,
+        ...          "openvino_ms": 60},
+        ...         {"model": "yolov5n-local", "onnx_x": 1.2, "openvino_x": 1.35, "onnx_ms": 60, "openvino_ms": 54}]
+        >>> deployment_goal(rows)[0].split(": ", 1)[1]
+        'met by none; missed by yolov5n-local (OpenVINO 1.35x).'
+    """
+    peer = next((r for r in rows if "A2C2f" in r["model"]), None)
+    judged = [r for r in rows if "-" in r["model"] and "(" not in r["model"] and r.get("onnx_x") is not None]
+    met, missed = [], []
+    for r in judged:
+        why = []
+        for col, name in (("onnx", "ONNX Runtime"), ("openvino", "OpenVINO")):
+            x = r.get(f"{col}_x")
+            if x is None or x > DEPLOY_RATIO:
+                why.append(f"{name} {x:.2f}x" if x is not None else f"{name} n/a")
+            elif peer is not None and peer.get(f"{col}_ms") is not None and r[f"{col}_ms"] >= peer[f"{col}_ms"]:
+                why.append(f"{name} not below the A2C2f peer")
+        (missed if why else met).append(r["model"] if not why else f"{r['model']} ({', '.join(why)})")
+    if not judged:
+        return []
+    return [f"Goal (every attention config <= {DEPLOY_RATIO}x plain YOLOv5 in ONNX Runtime and OpenVINO, paired "
+            f"ratios, and below the A2C2f peer's latency): met by {', '.join(met) or 'none'}; missed by "
+            f"{'; '.join(missed) or 'none'}."]
