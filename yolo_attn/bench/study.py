@@ -105,7 +105,7 @@ def available_configs() -> dict[str, StudyConfig]:
 
     Examples:
         >>> list(available_configs())[:2]
-        ['plain', 'axial']
+        ['plain', 'area']
     """
     from ..integration import CONFIG_DIR
     from .peers import peer_configs
