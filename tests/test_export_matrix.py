@@ -51,3 +51,11 @@ def test_dynamic_onnx_cell_reports_runtime_parity_and_rejects_another_model(tmp_
     monkeypatch.setattr(yolo_attn.integration.YOLO, "export", lambda self, **kwargs: weights.with_suffix(".onnx"))
     wrong = export_cell(weights, cell, 64, _predictions(other))  # the same file, not exported again
     assert float(wrong.split()[0]) > 1.0, wrong
+
+
+def test_reasons_name_files_never_their_paths():
+    from yolo_attn.bench.export_matrix import _reason
+
+    text = _reason(RuntimeError("ERROR ❌ ncnn cannot load /tmp/yolo-attn-matrix-x1/m/m_ncnn_model (an operator)\nmore"))
+    assert text == "RuntimeError: ncnn cannot load m_ncnn_model (an operator)"
+    assert _reason(ValueError("1/2 and a/b stay")) == "ValueError: 1/2 and a/b stay"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import shutil
 import tempfile
 import warnings
@@ -132,6 +133,7 @@ def _reason(err: BaseException) -> str:
     """The first meaningful line of an exception, without ultralytics' decorations."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     text = (lines[0] if lines else type(err).__name__).replace("ERROR ❌️ ", "").replace("ERROR ❌ ", "")
+    text = re.sub(r"(?<![\w.])/(?:[^\s/]+/)+([^\s/]+)", r"\1", text)  # a file of the run: its name, never the path
     return f"{type(err).__name__}: {text}"[:400]
 
 
