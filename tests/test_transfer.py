@@ -368,3 +368,6 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     assert [w.stat().st_mtime_ns for w in weights] == stamps  # nothing trained
     assert entrypoint([*argv[:4], "part=report", f"out={tmp_path / 'empty'}"]) == 2  # nothing finished: one line
     assert entrypoint([*argv[:4], "part=val"]) == 2
+    # no plain model first and no pretrained=: refused in one line, before anything is trained
+    assert entrypoint([*argv[:3], "configs=yolov5n-window.yaml", f"out={tmp_path / 'nope'}"]) == 2
+    assert not (tmp_path / "nope").exists()

@@ -207,6 +207,9 @@ def run_finetune_benchmark(
     args = {"imgsz": imgsz, "batch": batch, "device": device, "deterministic": True, "val": False,
             **({"workers": workers} if workers is not None else {})}
     plan = [(seed, cfg) for seed in seeds for cfg in configs]
+    if pretrained is None and train and not re.fullmatch(r"yolov5[nslmx]", Path(configs[0]).stem):
+        raise ValueError(f"configs[0]={configs[0]} would be trained as the pretrained model, which must be plain "
+                         "YOLOv5 (yolov5n.yaml ...): put it first, or pass pretrained=<stock-layout checkpoint>")
     if pretrained is None:
         pre = runs / f"pretrain-{Path(configs[0]).stem}"
         weights = pretrain(configs[0], data, runs, pretrain_epochs, seed=seeds[0], **args) if train \
