@@ -248,7 +248,7 @@ def run_models_benchmark(
         if peers:
             todo += [(k, s, d) for k, d in peer_configs(s).items()]
             todo += [(k, s, c) for k, c in stock_references(configs, s).items()]
-    if "s" not in scales and any(Path(c).name == "yolov5.yaml" for c in configs):
+    if peers and "s" not in scales and any(Path(c).name == "yolov5.yaml" for c in configs):  # a bigger stock row
         todo.append(("yolov5s", "s", "yolov5s.yaml"))
     rows = []
     for name, s, cfg in report.progress(todo, desc="bench models: build + FLOPs"):
