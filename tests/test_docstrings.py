@@ -22,6 +22,7 @@ def test_the_package_has_examples_to_run():
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples that save a file (``show``'s pictures) write here, not into the checkout
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, report=True)
     assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed (printed above)"
