@@ -145,7 +145,7 @@ def _bench_gpu(kv: dict[str, Any], command: str) -> Any:
 
 
 def _bench_finetune(kv: dict[str, Any], command: str) -> Any:
-    from .bench.finetune import DEFAULT_CONFIGS, run_finetune_benchmark
+    from .bench.finetune import DEFAULT_CONFIGS, FinetuneError, run_finetune_benchmark
 
     a = _take(kv, {"data": None, "configs": ",".join(DEFAULT_CONFIGS), "pretrained": None, "pretrain_epochs": 15,
                    "epochs": 5, "imgsz": 256, "batch": 16, "device": "cpu", "seeds": "0", "workers": None,
@@ -156,19 +156,14 @@ def _bench_finetune(kv: dict[str, Any], command: str) -> Any:
     if not a["data"]:
         raise CommandError("bench finetune needs data=..., e.g. yolo-attn bench finetune "
                            "data=../shared/data/highway-320/data.yaml")
-    seeds = _list(a["seeds"], int)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise CommandError(f"seeds={a['seeds']!r} must be distinct ints, e.g. seeds=0,1,2")
     try:
         return run_finetune_benchmark(str(a["data"]), _list(a["configs"]), a["pretrained"], int(a["pretrain_epochs"]),
                                       int(a["epochs"]), int(a["imgsz"]), int(a["batch"]),
-                                      None if a["device"] is None else str(a["device"]), seeds,
+                                      None if a["device"] is None else str(a["device"]), _list(a["seeds"], int),
                                       None if a["workers"] is None else int(a["workers"]), a["out"], command,
                                       train="train" in parts)
-    except ValueError as e:
-        if "train" in parts and "configs[0]=" not in str(e):
-            raise
-        raise CommandError(str(e)) from None  # part=report with nothing finished, or no plain model to pretrain
+    except FinetuneError as e:  # bad configs / seeds, no plain model to pretrain, nothing finished to report
+        raise CommandError(str(e)) from None
 
 
 BENCHES = {"attention": _bench_attention, "models": _bench_models, "accuracy": _bench_accuracy,

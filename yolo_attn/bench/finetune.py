@@ -26,11 +26,15 @@ import yaml
 
 from . import report, verdict
 
-__all__ = ["DEFAULT_CONFIGS", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
+__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
 
 #: Plain YOLOv5n first (the reference), then three attention configs.
 DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
 MAP = "metrics/mAP50-95(B)"
+
+
+class FinetuneError(ValueError):
+    """A request the benchmark cannot carry out (arguments, nothing finished to report), in one line."""
 
 
 def _shown(path: str | Path, root: Path | None = None) -> str:
@@ -198,7 +202,7 @@ def run_finetune_benchmark(
 
     configs, seeds = list(configs), [int(x) for x in seeds]
     if not configs or not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"configs={configs} and seeds={seeds} must be non-empty, seeds without repeats")
+        raise FinetuneError(f"configs={configs} and seeds={seeds} must be non-empty, seeds without repeats")
     data = resolve_data(data)
     check_labels(data)
     nc = int(check_dataset_local(data)["nc"])
@@ -208,7 +212,7 @@ def run_finetune_benchmark(
             **({"workers": workers} if workers is not None else {})}
     plan = [(seed, cfg) for seed in seeds for cfg in configs]
     if pretrained is None and train and not re.fullmatch(r"yolov5[nslmx]", Path(configs[0]).stem):
-        raise ValueError(f"configs[0]={configs[0]} would be trained as the pretrained model, which must be plain "
+        raise FinetuneError(f"configs[0]={configs[0]} would be trained as the pretrained model, which must be plain "
                          "YOLOv5 (yolov5n.yaml ...): put it first, or pass pretrained=<stock-layout checkpoint>")
     if pretrained is None:
         pre = runs / f"pretrain-{Path(configs[0]).stem}"
@@ -224,7 +228,7 @@ def run_finetune_benchmark(
     else:  # the report of the runs that have finished
         rows = [r for r in (_done(runs / f"{Path(cfg).stem}-seed{seed}") for seed, cfg in plan) if r]
         if not rows:
-            raise ValueError(f"no finished fine-tuning run under {_shown(runs)} for configs={configs}, seeds={seeds}")
+            raise FinetuneError(f"no finished fine-tuning run under {_shown(runs)} for configs={configs}, seeds={seeds}")
         seeds = sorted({r["seed"] for r in rows})
     for r in rows:
         r["delta"] = r["map50_95"] - r["map50_95_step0"]
