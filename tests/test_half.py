@@ -184,7 +184,7 @@ def test_config_autocast_training_step(cfg, shapes_data):
 
 
 # ------------------------------------------------------------------------------------------------ dtype tracing
-_SOFTMAX = ("the one softmax (kernel.attention_weights) normalises in fp32 and rounds the weights back to the value "
+_SOFTMAX = ("the softmax (kernel.attention_weights, and kernel.joint_softmax for axial's row and column) normalises in fp32 and rounds the weights back to the value "
             "dtype before the weighted sum; on CUDA the half softmax kernel accumulates in fp32 too, the weights "
             "tensor is what is wider")
 _LINEAR = ("linear attention sums phi(k) v over all N tokens: at 80x80 the sums exceed fp16's range (65504), so "
@@ -205,6 +205,7 @@ _ROUTING = ("the region-to-region affinity of routing attention (region means of
 ALLOWED_FP32 = {
     ("attention/kernel.py:attention_weights", "aten._to_copy.default"): (_SOFTMAX, {"float16"}),
     ("attention/kernel.py:attention_weights", "aten._softmax.default"): (_SOFTMAX, {"float32"}),
+    ("attention/kernel.py:joint_softmax", None): (_SOFTMAX, None),
     ("attention/linear.py:linear_attention", None): (_LINEAR, None),
     ("attention/linear.py:elu_feature_map", None): (_LINEAR, None),
     ("attention/cluster.py:_chunk_layout", "aten._to_copy.default"): (_SORT_KEYS, {"int64"}),

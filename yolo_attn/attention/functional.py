@@ -10,6 +10,7 @@ Tests hold every fast path to ``softmax(q k^T / sqrt(d) + mask) v`` with the mas
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from . import patterns as P
 from .flex import choose_backend, run_flex
-from .kernel import attention_weights, mask_to_bias, masked_attention
+from .kernel import joint_softmax, mask_to_bias, masked_attention
 from .options import OPTION_ALIASES, TILE, allowed_options, canonical_name, resolve
 from .tiling import Size, TilePlan, graph_constants, is_symbolic, plan_for, symbolic_sizes, tiled_attention
 
@@ -130,17 +131,35 @@ def _run_full(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
 
 
+def _axial_self_bias(h: Size, w: Size, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """-ln 2 on the query's own key: ``[w, w]`` for the row logits, ``[h, 1, h]`` for the column logits, in the
+    softmax's precision. Cached for int sizes, built in the graph for symbolic ones."""
+    dtype = torch.promote_types(dtype, torch.float32)
+    if is_symbolic(h, w):
+        return _self_bias(h, w, device, dtype)
+    return _cached_self_bias(h, w, device, dtype)
+
+
+def _self_bias(h: Size, w: Size, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = torch.arange(w, device=device), torch.arange(h, device=device)
+    half = -math.log(2.0)
+    return ((xs[:, None] == xs[None, :]).to(dtype) * half, (ys[:, None] == ys[None, :]).to(dtype)[:, None, :] * half)
+
+
+_cached_self_bias = functools.lru_cache(maxsize=64)(_self_bias)
+
+
 def _run_axial(spec, q, k, v, h, w, options, rel_pos_bias, dropout_p):
-    """Row logits ``[B, heads, h, w, w]`` and column logits ``[B, heads, h, w, h]`` joined in one softmax."""
+    """Row logits ``[B, heads, h, w, w]`` and column logits ``[B, heads, h, w, h]`` in one joint softmax.
+
+    The query's own key lies in its row and in its column; each copy gets its logit minus ln 2, so the two together
+    weigh exactly what the one key weighs in the specification (no mask needed)."""
     b, heads = q.shape[:2]
     qg, kg, vg = (t.reshape(b, heads, h, w, t.shape[-1]) for t in (q * q.shape[-1] ** -0.5, k, v))
-    rows = torch.arange(h, device=q.device)
     row = qg @ kg.transpose(-2, -1)
     col = (qg.transpose(2, 3) @ kg.transpose(2, 3).transpose(-2, -1)).transpose(2, 3)
-    other_row = (rows[:, None] != rows[None, :])[:, None, :]  # the query itself is counted in its row, not its column
-    mask = torch.cat([torch.ones(h, 1, w, dtype=torch.bool, device=q.device), other_row], dim=-1)
-    weights = attention_weights(torch.cat([row, col], dim=-1), mask=mask, dropout_p=dropout_p).to(v.dtype)
-    out = weights[..., :w] @ vg + (weights[..., w:].transpose(2, 3) @ vg.transpose(2, 3)).transpose(2, 3)
+    w_row, w_col = joint_softmax(row, col, bias=_axial_self_bias(h, w, q.device, q.dtype), dropout_p=dropout_p)
+    out = w_row.to(v.dtype) @ vg + (w_col.to(v.dtype).transpose(2, 3) @ vg.transpose(2, 3)).transpose(2, 3)
     return out.reshape(b, heads, -1, out.shape[-1])
 
 

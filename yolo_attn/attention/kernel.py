@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_attention", "mask_to_bias", "attention_weights"]
+__all__ = ["masked_attention", "mask_to_bias", "attention_weights", "joint_softmax"]
 
 
 def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -77,8 +77,7 @@ def attention_weights(
 ) -> torch.Tensor:
     """Masked, numerically stable softmax over the last dimension of precomputed (already scaled) logits.
 
-    Used directly by paths whose logits are not a single ``q k^T`` product (axial attention joins row and
-    column logits in one softmax).
+    :func:`masked_attention` applies it to ``q k^T``; paths whose keys come in parts use :func:`joint_softmax`.
 
     Args:
         logits: Scaled logits ``[..., Q, R]``.
@@ -101,4 +100,50 @@ def attention_weights(
     weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
+    return weights
+
+
+def joint_softmax(
+    *logits: torch.Tensor,
+    bias: tuple[torch.Tensor | None, ...] = (),
+    dropout_p: float = 0.0,
+) -> list[torch.Tensor]:
+    """One softmax over several logit tensors' last dimensions together, without concatenating them.
+
+    ``joint_softmax(a, b)`` equals ``softmax(cat([a, b], -1)).split([a.shape[-1], b.shape[-1]], -1)``; used where
+    the keys of a query come in parts of different shape (axial attention's row and column). Building neither the
+    concatenation nor a mask keeps it cheap in exported graphs (ONNX Runtime's broadcast ``Where`` and ``Concat``
+    over ``[h, w, h + w]`` logits cost more than the softmax itself).
+
+    Args:
+        *logits: Scaled logits ``[..., Q, R_i]`` with the same leading dimensions.
+        bias: Optional float tensor per part, broadcastable to it, added in the softmax's precision.
+        dropout_p: Dropout probability on the weights (pass 0.0 in eval mode).
+
+    Returns:
+        The weights of each part, in at least float32 precision; together every row sums to 1 (before dropout).
+
+    Examples:
+        >>> a, b = joint_softmax(torch.zeros(1, 1), torch.zeros(1, 3))
+        >>> a.tolist(), b.tolist()
+        ([[0.25]], [[0.25, 0.25, 0.25]])
+    """
+    dtype = torch.promote_types(logits[0].dtype, torch.float32)  # at least fp32, as attention_weights
+    bias = tuple(bias) + (None,) * (len(logits) - len(bias))
+    parts = []
+    for t, b in zip(logits, bias):
+        parts.append(t.to(dtype) if b is None else t.to(dtype) + b.to(dtype))
+    top = parts[0].amax(-1, keepdim=True)
+    for t in parts[1:]:
+        top = torch.maximum(top, t.amax(-1, keepdim=True))
+    exps = []
+    for t in parts:
+        exps.append(torch.exp(t - top))
+    total = exps[0].sum(-1, keepdim=True)
+    for e in exps[1:]:
+        total = total + e.sum(-1, keepdim=True)
+    scale = total.reciprocal()
+    weights = []
+    for e in exps:
+        weights.append(F.dropout(e * scale, p=dropout_p) if dropout_p > 0.0 else e * scale)
     return weights
