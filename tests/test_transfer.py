@@ -349,7 +349,7 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
                                               ("yolov5n-window", "1")]
     assert all(math.isfinite(float(x)) for v in values for x in v[2:5]) and len({v[2] for v in values}) == 1
     assert all(v[5] == v[6] for v in values)  # every stock tensor transferred
-    # the summary: two runs per config, the mean of the CSV's values, a verdict against plain with 2SE
+    # the summary: two runs per config, the mean of the CSV's values, a verdict against plain paired by seed
     summary = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| yolov5n")][:2]
     assert [c.strip() for c in summary[0][:2]] == ["yolov5n", "2"] and summary[0][-1].strip() == "reference"
     window = [float(v[3]) for v in values if v[0] == "yolov5n-window"]
@@ -371,3 +371,23 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     # no plain model first and no pretrained=: refused in one line, before anything is trained
     assert entrypoint([*argv[:3], "configs=yolov5n-window.yaml", f"out={tmp_path / 'nope'}"]) == 2
     assert not (tmp_path / "nope").exists()
+
+
+def test_finetune_summary_pairs_runs_by_seed():
+    """The verdict compares each seed with plain's run of the same seed (same batches, same start): a config that is
+    0.5 points below plain on every seed is ``missed`` although the seed-to-seed spread (2 points) is larger; one that
+    is above on some seeds and below on others is ``within noise``; seeds plain has not finished are left out."""
+    from yolo_attn.bench.finetune import summarize
+
+    plain = {0: 0.20, 1: 0.22, 2: 0.18, 3: 0.21}
+    below = {s: m - 0.005 for s, m in plain.items() if s < 3}
+    mixed = {0: 0.21, 1: 0.20, 2: 0.18, 4: 0.5}
+    rows = [{"config": c, "seed": s, "map50_95_step0": 0.1, "map50_95": m}
+            for c, runs in (("plain", plain), ("below", below), ("mixed", mixed)) for s, m in runs.items()]
+    out = {r["config"]: r for r in summarize(rows, ["plain.yaml", "below.yaml", "mixed.yaml"])}
+    assert out["plain"]["goal"] == "reference" and out["plain"]["runs"] == 4
+    assert out["below"]["d_vs_plain"] == pytest.approx(-0.005) and out["below"]["paired"] == 3
+    assert out["below"]["ci95"] == pytest.approx(0, abs=1e-12) and out["below"]["goal"] == "missed"
+    assert out["below"]["map50_95_std"] > 0.01  # unpaired, its spread would hide the 0.5 points
+    assert out["mixed"]["paired"] == 3 and out["mixed"]["d_vs_plain"] == pytest.approx((0.01 - 0.02 + 0) / 3)
+    assert out["mixed"]["goal"] == "within noise" and out["mixed"]["runs"] == 4

@@ -7,8 +7,8 @@
    and the attention starts as a no-op) and validate (mAP50-95 at step 0, which must equal the pretrained model's),
    then fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
 3. Write ``finetune.csv`` (one row per run), ``finetune.md`` (machine, versions, command, dataset, schedule; mean and
-   standard deviation over seeds per config, the difference to plain fine-tuning against two standard errors, and
-   every run) and ``finetune.png``.
+   standard deviation over seeds per config, the difference to plain fine-tuning paired by seed with its 95%
+   interval, and every run) and ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
 training resumes from its ``last.pt``. Reports name files relative to the output directory, never absolute paths.
@@ -17,6 +17,8 @@ training resumes from its ``last.pt``. Reports name files relative to the output
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from . import report, verdict
+from . import report
 
 __all__ = ["DEFAULT_CONFIGS", "FinetuneError", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
 
@@ -251,35 +253,51 @@ def run_finetune_benchmark(
     return rows
 
 
-SUMMARY_COLUMNS = ["config", "runs", "map50_95_step0", "map50_95_mean", "map50_95_std", "d_vs_plain", "two_se",
+SUMMARY_COLUMNS = ["config", "runs", "map50_95_step0", "map50_95_mean", "map50_95_std", "d_vs_plain", "paired", "ci95",
                    "goal"]
 
 
-def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
-    """Per config: runs, step-0 mAP, mean and std over seeds, difference to plain (``configs[0]``) and 2SE.
+#: Two-sided 95% quantiles of Student's t by degrees of freedom (paired differences over n seeds: n - 1).
+T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
-    ``goal`` (the issue's "scores at least what plain fine-tuning scores"): ``met`` when the mean is not below
-    plain's, ``within noise`` when it is below by less than two standard errors of the difference (2SE, see
-    :mod:`yolo_attn.bench.verdict`), ``missed`` when below by more; ``one seed`` when no 2SE can be formed.
+
+def _t95(df: int) -> float:
+    return T95.get(df, 2.0 if df > 30 else 2.1)
+
+
+def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
+    """Per config: runs, step-0 mAP, mean and std over seeds, and the paired difference to plain (``configs[0]``).
+
+    Runs with the same seed see the same batches and augmentations (ultralytics seeds the dataloader by ``seed``,
+    independent of the model) and start from the same weights with the same predictions, so the difference to plain
+    is taken per seed (``d_vs_plain``: mean of ``map50_95(config, seed) - map50_95(plain, seed)`` over the seeds both
+    finished; ``ci95``: half-width of its 95% interval, Student's t with ``n - 1`` degrees of freedom times the
+    standard error). ``goal`` (the issue's "scores at least what plain fine-tuning scores"): ``met`` when the mean
+    difference is not negative, ``within noise`` when it is negative but the interval reaches 0, ``missed`` when the
+    whole interval lies below 0; ``one seed`` when no interval can be formed.
 
     Examples:
         >>> rows = [{"config": c, "seed": s, "map50_95_step0": .1, "map50_95": m} for c, s, m in
-        ...         [("p", 0, .20), ("p", 1, .22), ("a", 0, .20), ("a", 1, .21)]]
-        >>> [r["goal"] for r in summarize(rows, ["p", "a"])]
-        ['reference', 'within noise']
+        ...         [("p", 0, .20), ("p", 1, .22), ("p", 2, .21), ("a", 0, .19), ("a", 1, .22), ("a", 2, .205)]]
+        >>> [(r["goal"], round(r["d_vs_plain"], 4)) for r in summarize(rows, ["p", "a"])]
+        [('reference', 0.0), ('within noise', -0.005)]
     """
     names = [Path(c).stem for c in configs]
-    rows = sorted(rows, key=lambda r: names.index(r["config"]) if r["config"] in names else len(names))
-    stats = verdict.summarize(rows, {names[0]: "plain"}, order=names)
+    rows = sorted(rows, key=lambda r: (names.index(r["config"]) if r["config"] in names else len(names), r["seed"]))
+    plain = {r["seed"]: r["map50_95"] for r in rows if r["config"] == names[0]}
     out = []
-    for st in stats:
-        mine = [r for r in rows if r["config"] == st["config"]]
-        d, two_se = st["d_map50_95"], st["two_se"]
-        goal = ("reference" if st["role"] == "plain" else "n/a" if d is None else "met" if d >= 0
-                else "one seed" if two_se is None else "within noise" if -d <= two_se else "missed")
-        out.append({"config": st["config"], "runs": st["runs"], "map50_95_step0": mine[0]["map50_95_step0"],
-                    "map50_95_mean": st["map50_95_mean"], "map50_95_std": st["map50_95_std"], "d_vs_plain": d,
-                    "two_se": two_se, "goal": goal})
+    for name in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == name]
+        maps = [r["map50_95"] for r in mine]
+        diffs = [r["map50_95"] - plain[r["seed"]] for r in mine if r["seed"] in plain]
+        d = statistics.fmean(diffs) if diffs else None
+        ci = _t95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+        goal = ("reference" if name == names[0] else "n/a" if d is None else "met" if d >= 0
+                else "one seed" if ci is None else "within noise" if -d <= ci else "missed")
+        out.append({"config": name, "runs": len(mine), "map50_95_step0": mine[0]["map50_95_step0"],
+                    "map50_95_mean": statistics.fmean(maps),
+                    "map50_95_std": statistics.stdev(maps) if len(maps) > 1 else None,
+                    "d_vs_plain": d, "paired": len(diffs), "ci95": ci, "goal": goal})
     return out
 
 
@@ -294,8 +312,8 @@ def goal_lines(summary: list[dict]) -> list[str]:
     said = []
     for r in summary[1:]:
         d = "n/a" if r["d_vs_plain"] is None else f"{100 * r['d_vs_plain']:+.2f} points"
-        two_se = "" if r["two_se"] is None else f", 2SE {100 * r['two_se']:.2f}"
-        said.append(f"`{r['config']}` {d}{two_se}: {r['goal']}")
-    lines.append("Goal, part 2 (after the same fine-tune, at least plain's mAP50-95; mean over seeds, difference to "
-                 f"`{plain['config']}` against two standard errors): " + "; ".join(said) + ".")
+        ci = "" if r["ci95"] is None else f" +- {100 * r['ci95']:.2f} (95%, {r['paired']} seeds)"
+        said.append(f"`{r['config']}` {d}{ci}: {r['goal']}")
+    lines.append("Goal, part 2 (after the same fine-tune, at least plain's mAP50-95; difference to "
+                 f"`{plain['config']}` paired by seed, mean and 95% interval): " + "; ".join(said) + ".")
     return lines
