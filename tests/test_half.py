@@ -215,6 +215,7 @@ ALLOWED_FP32 = {
     ("attention/performer.py:favor_features", None): (_PERFORMER, None),
     ("attention/performer.py:logits", None): (_PERFORMER, None),
     ("attention/routing.py:_select", None): (_ROUTING, None),
+    ("attention/routing.py:_region_means", None): (_ROUTING, None),
     ("attention/sinkhorn.py:sinkhorn_attention", "aten.gather.default"): (_SINKHORN, {"float32", "int64"}),
 }
 #: Fused SDPA kernels return their softmax statistics (logsumexp) in fp32 beside the half output: only their first

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import relative_position_bias
+from .tiling import symbolic_sizes
 
 __all__ = [
     "POS_ENCODINGS",
@@ -113,7 +114,7 @@ class LearnedPosEmbed(nn.Module):
 
     def _resize(self, hw: tuple[int, int]) -> torch.Tensor:
         grid = self.pos_embed
-        if torch.jit.is_tracing() or tuple(hw) != self.base_hw:  # traced: resize to the symbolic size (exact at base)
+        if symbolic_sizes() or tuple(hw) != self.base_hw:  # traced: resize to the symbolic size (exact at base)
             grid = F.interpolate(grid, size=tuple(hw), mode="bicubic", align_corners=False)
         return grid.flatten(2).squeeze(0).transpose(0, 1)
 

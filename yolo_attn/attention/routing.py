@@ -14,7 +14,7 @@ dropped queries. Then:
 
 The routing carries no gradient (BiFormer's default: the indices are discrete); the output is exactly dense attention
 under the mask the routing chose (:func:`routing_mask`), which :class:`RoutingAttention` can return. The token
-attention is one fused ``scaled_dot_product_attention`` over ``[B * S^2, heads, region size, topk * region size]``
+attention is one fused ``scaled_dot_product_attention`` over ``[B * heads * S^2, region size, topk * region size]``
 (an additive bias masks padded keys; none when ``S`` divides the map). Cost is ``O(N * topk * N / S^2)`` time and
 memory; the ``N x N`` matrix is never built. ``S`` and ``topk`` are constants and
 region sizes come from the input's shape, so a traced / exported graph runs at any map size.
@@ -59,27 +59,31 @@ def _divides(hw, regions: int) -> bool:
 
 
 def _to_regions(x: torch.Tensor, hw, regions: int) -> torch.Tensor:
-    """``[B, heads, N, d]`` -> ``[B * S*S, rh*rw, heads, d]`` (token-major, zero padded at the bottom / right)."""
+    """``[B, heads, N, d]`` -> ``[B * heads * S*S, rh*rw, d]`` (zero padded at the bottom / right).
+
+    Heads stay outside the regions, so the gathered key sets are contiguous ``[topk * P, d]`` blocks: no transpose
+    of the gathered tensors (they were ONNX Runtime's largest cost of this attention)."""
     b, heads, _, d = x.shape
     (h, w), (rh, rw) = hw, _region_size(hw, regions)
-    x = x.transpose(1, 2).reshape(b, h, w, heads, d)
+    x = x.reshape(b, heads, h, w, d)
     if not _divides(hw, regions):
-        x = F.pad(x, (0, 0, 0, 0, 0, regions * rw - w, 0, regions * rh - h))
-    x = x.reshape(b, regions, rh, regions, rw, heads, d).transpose(2, 3)
-    return x.reshape(b * regions * regions, rh * rw, heads, d)
+        x = F.pad(x, (0, 0, 0, regions * rw - w, 0, regions * rh - h))
+    x = x.reshape(b * heads, regions, rh, regions, rw, d).transpose(2, 3)
+    return x.reshape(b * heads * regions * regions, rh * rw, d)
 
 
-def _from_regions(x: torch.Tensor, hw, regions: int, b) -> torch.Tensor:
-    """Inverse of :func:`_to_regions`: ``[B * S*S, rh*rw, heads, d]`` -> ``[B, heads, N, d]`` (padding cropped).
+def _from_regions(x: torch.Tensor, hw, regions: int, b, heads: int) -> torch.Tensor:
+    """Inverse of :func:`_to_regions`: ``[B * heads * S*S, rh*rw, d]`` -> ``[B, heads, N, d]`` (padding cropped).
 
     Every size is passed or computed explicitly (``b`` from the input): the ONNX exporter would otherwise fix
     inferred sizes of intermediate results as constants."""
-    heads, d = x.shape[2], x.shape[3]
+    d = x.shape[-1]
     (h, w), (rh, rw) = hw, _region_size(hw, regions)
-    x = x.reshape(b, regions, regions, rh, rw, heads, d).transpose(2, 3).reshape(b, regions * rh, regions * rw, heads, d)
+    x = x.reshape(b * heads, regions, regions, rh, rw, d).transpose(2, 3)
+    x = x.reshape(b, heads, regions * rh, regions * rw, d)
     if not _divides(hw, regions):
-        x = x.narrow(1, 0, h).narrow(2, 0, w)
-    return x.reshape(b, h * w, heads, d).transpose(1, 2)
+        x = x.narrow(2, 0, h).narrow(3, 0, w)
+    return x.reshape(b, heads, h * w, d)
 
 
 def _real_tokens(hw, regions: int, device: torch.device) -> torch.Tensor:
@@ -110,16 +114,22 @@ def routing_select(q: torch.Tensor, k: torch.Tensor, hw: tuple[int, int], region
         torch.Size([1, 16, 3])
     """
     real = _real_tokens(hw, regions, q.device)
-    return _select(_to_regions(q, hw, regions), _to_regions(k, hw, regions), real, topk)
+    return _select(_to_regions(q, hw, regions), _to_regions(k, hw, regions), real, topk, q.shape[1])
+
+
+def _region_means(x: torch.Tensor, r: int, heads: int, count: torch.Tensor) -> torch.Tensor:
+    """``[B * heads * R, P, d]`` -> per region the mean over its real tokens, all heads together ``[B, R, heads * d]``."""
+    d = x.shape[-1]
+    return x.float().sum(1).reshape(-1, heads, r, d).transpose(1, 2).reshape(-1, r, heads * d) / count
 
 
 @torch.no_grad()
-def _select(qr: torch.Tensor, kr: torch.Tensor, real: torch.Tensor, topk: int) -> torch.Tensor:
-    """:func:`routing_select` on region tensors ``[B * R, P, heads, d]`` (zero padded) and ``real: [R, P]``."""
+def _select(qr: torch.Tensor, kr: torch.Tensor, real: torch.Tensor, topk: int, heads: int) -> torch.Tensor:
+    """:func:`routing_select` on region tensors ``[B * heads * R, P, d]`` (zero padded) and ``real: [R, P]``."""
     r = real.shape[0]
     count = real.sum(-1).clamp(min=1).to(torch.float32)[None, :, None]
-    q_mean = qr.float().sum(1).reshape(-1, r, qr.shape[2] * qr.shape[3]) / count  # [B, R, heads * d]
-    k_mean = kr.float().sum(1).reshape(-1, r, kr.shape[2] * kr.shape[3]) / count  # (padding slots are zeros)
+    q_mean = _region_means(qr, r, heads, count)  # [B, R, heads * d]
+    k_mean = _region_means(kr, r, heads, count)  # (padding slots are zeros)
     affinity = q_mean @ k_mean.transpose(-2, -1)  # [B, R, R]
     big = torch.finfo(affinity.dtype).max
     affinity = affinity.masked_fill(~real.any(-1), -big)  # padding-only regions: last
@@ -191,22 +201,23 @@ def routing_attention(
         >>> routing_attention(q, k, v, (10, 9), regions=3, topk=2)[0].shape
         torch.Size([1, 2, 90, 16])
     """
-    b, r = q.shape[0], regions * regions
+    b, heads, r = q.shape[0], q.shape[1], regions * regions
     real = _real_tokens(hw, regions, q.device)  # [R, P]
-    qr, kr, vr = (_to_regions(t, hw, regions) for t in (q, k, v))  # [B * R, P, heads, d]
-    selected = _select(qr, kr, real, topk)  # [B, R, topk]
-    flat = (selected + torch.arange(b, device=q.device)[:, None, None] * r).flatten()
+    qr, kr, vr = (_to_regions(t, hw, regions) for t in (q, k, v))  # [B * heads * R, P, d]
+    selected = _select(qr, kr, real, topk, heads)  # [B, R, topk]
+    batch_head = torch.arange(b, device=q.device)[:, None] * heads + torch.arange(heads, device=q.device)  # [B, heads]
+    flat = (selected[:, None] + batch_head[:, :, None, None] * r).flatten()  # [B * heads * R * topk]
 
-    def gather(t: torch.Tensor) -> torch.Tensor:  # [B * R, P, heads, d] -> [B * R, heads, topk * P, d]
-        return t.index_select(0, flat).reshape(b * r, topk * t.shape[1], t.shape[2], t.shape[3]).transpose(1, 2)
+    def gather(t: torch.Tensor) -> torch.Tensor:  # [B * heads * R, P, d] -> [B * heads * R, topk * P, d]
+        return t.index_select(0, flat).reshape(-1, topk * t.shape[1], t.shape[2])
 
     bias = None
     if not _divides(hw, regions):
-        key_ok = real.index_select(0, flat % r).reshape(b * r, 1, 1, topk * real.shape[1])  # [B * R, 1, 1, topk * P]
+        key_ok = real.index_select(0, selected.flatten()).reshape(b, 1, r, 1, topk * real.shape[1])
+        key_ok = key_ok.expand(-1, heads, -1, -1, -1).reshape(-1, 1, topk * real.shape[1])  # [B * heads * R, 1, keys]
         bias = mask_to_bias(key_ok, q.dtype)  # finite: a padding-only region's rows stay finite (and are dropped)
-    out = F.scaled_dot_product_attention(qr.transpose(1, 2), gather(kr), gather(vr), attn_mask=bias,
-                                         dropout_p=dropout_p)
-    return _from_regions(out.transpose(1, 2), hw, regions, b), selected
+    out = F.scaled_dot_product_attention(qr, gather(kr), gather(vr), attn_mask=bias, dropout_p=dropout_p)
+    return _from_regions(out, hw, regions, b, heads), selected
 
 
 def example_routing_mask(h: int, w: int, regions: int = 4, topk: int = 4, seed: int = 0) -> torch.Tensor:

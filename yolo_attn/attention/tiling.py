@@ -34,8 +34,8 @@ from .kernel import mask_to_bias, masked_attention
 from .patterns import axis_neighbourhood, axis_window, band, window_shift
 
 __all__ = [
-    "AxisPlan", "TilePlan", "as_size", "band_axis", "build_tile_plan", "fixed_sizes", "graph_constants", "is_symbolic",
-    "neighbourhood_axis", "plan_for", "symbolic_sizes", "tile_plan",
+    "AxisPlan", "TilePlan", "as_size", "band_axis", "build_tile_plan", "concrete_sizes", "fixed_sizes",
+    "graph_constants", "is_symbolic", "neighbourhood_axis", "plan_for", "symbolic_sizes", "tile_plan",
     "tiled_attention", "window_axis",
 ]
 
@@ -86,6 +86,21 @@ def graph_constants() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
+
+
+def concrete_sizes(*sizes: Size) -> tuple[Size, ...]:
+    """Map sizes as the attention sees them: under :func:`fixed_sizes` a traced size becomes a Python int (a constant
+    of the graph, by design: region splits, padding and plans are then decided once, as in eager mode); otherwise
+    unchanged (ints in eager mode, 0-d tensors in a dynamic trace).
+
+    Examples:
+        >>> concrete_sizes(20, 30)
+        (20, 30)
+    """
+    if not torch.jit.is_tracing() or symbolic_sizes():
+        return sizes
+    with graph_constants():
+        return tuple(int(s) if isinstance(s, torch.Tensor) else s for s in sizes)
 
 
 def as_size(length: Size) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import C3, Bottleneck, Conv
 
+from ..attention.tiling import concrete_sizes
 from ..integration import register_block
 from .spec import FAMILIES, PositionalEncoding, attention_kinds, build_attention, canonical_kind
 
@@ -168,6 +169,7 @@ class TransformerStack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[B, C, H, W]`` to ``[B, C, H, W]``."""
         b, c, h, w = x.shape
+        h, w = concrete_sizes(h, w)  # ints in a fixed-size trace: the attention's plans become graph constants
         t = x.flatten(2).transpose(1, 2)
         if self.ls_pos is not None:  # the encoding's change to the stream goes through a gain
             p = self.pos.tokens(self.pos.map(x).flatten(2).transpose(1, 2), (h, w))
@@ -391,6 +393,7 @@ class MHSABranch(nn.Module):
         """Map ``[B, C, H, W]`` to ``[B, C, H, W]``."""
         y = self.pos.map(x)
         b, c, h, w = y.shape
+        h, w = concrete_sizes(h, w)
         t = self.ls(self.attn(self.pos.tokens(y.flatten(2).transpose(1, 2), (h, w)), (h, w)))
         return t.transpose(1, 2).reshape(b, c, h, w)
 
