@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernel import masked_attention
+from .kernel import mask_to_bias, masked_attention
 from .modules import QKVAttentionBase
 
 __all__ = ["SinkhornAttention", "sinkhorn_attention", "sinkhorn_mask", "log_sinkhorn", "block_summaries"]
@@ -124,8 +124,10 @@ def sinkhorn_attention(
     def blocks(t: torch.Tensor) -> torch.Tensor:
         return F.pad(t, (0, 0, 0, pad)).reshape(b, h, nb, block_size, t.shape[-1])
 
+    pick = (choice + torch.arange(b * h, device=q.device).reshape(b, h, 1) * nb).flatten()  # [B * h * nb]
+
     def picked(t: torch.Tensor) -> torch.Tensor:  # [B, h, nb, b, d]: the block picked by each query block
-        return t.gather(2, choice[..., None, None].expand(-1, -1, -1, block_size, t.shape[-1]))
+        return t.reshape(-1, block_size, t.shape[-1]).index_select(0, pick).reshape(t.shape)
 
     qb, kb, vb = blocks(q), blocks(k), blocks(v)
     keys = torch.cat([kb, picked(kb)], dim=3)
@@ -134,7 +136,8 @@ def sinkhorn_attention(
     own = valid.expand(b, h, nb, block_size)
     other = valid[choice] & (choice != torch.arange(nb, device=q.device)).unsqueeze(-1)  # no duplicate keys
     mask = torch.cat([own, other], dim=-1).unsqueeze(-2)  # [B, h, nb, 1, 2b]
-    out = masked_attention(qb, keys, values, mask, None, scale, dropout_p)
+    # an additive bias of the mask's (per-key) size: cheaper than filling the [B, h, nb, b, 2b] logits (ONNX Where)
+    out = masked_attention(qb, keys, values, None, mask_to_bias(mask, q.dtype), scale, dropout_p)
     return out.reshape(b, h, nb * block_size, -1)[:, :, :n], choice
 
 
