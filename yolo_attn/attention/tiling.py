@@ -406,7 +406,7 @@ def tiled_attention(
         chunks = [(slice(start, start + step), min(step, n_tiles - start)) for start in range(0, n_tiles, step)]
     outs = [_attend_tiles(q, k, v, plan, tiles, count, bias, extra_k, extra_v, extra_bias, dropout_p)
             for tiles, count in chunks]
-    out = torch.cat(outs, dim=2)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (a one-input Concat is a copy in ONNX graphs)
     return out.reshape(out.shape[0], out.shape[1], -1, out.shape[-1])[:, :, plan.home]
 
 
