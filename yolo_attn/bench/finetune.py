@@ -279,8 +279,8 @@ def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
     Examples:
         >>> rows = [{"config": c, "seed": s, "map50_95_step0": .1, "map50_95": m} for c, s, m in
         ...         [("p", 0, .20), ("p", 1, .22), ("p", 2, .21), ("a", 0, .19), ("a", 1, .22), ("a", 2, .205)]]
-        >>> [(r["goal"], round(r["d_vs_plain"], 4)) for r in summarize(rows, ["p", "a"])]
-        [('reference', 0.0), ('within noise', -0.005)]
+        >>> [(r["goal"], r["d_vs_plain"] and round(r["d_vs_plain"], 4)) for r in summarize(rows, ["p", "a"])]
+        [('reference', None), ('within noise', -0.005)]
     """
     names = [Path(c).stem for c in configs]
     rows = sorted(rows, key=lambda r: (names.index(r["config"]) if r["config"] in names else len(names), r["seed"]))
@@ -289,7 +289,7 @@ def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
     for name in dict.fromkeys(r["config"] for r in rows):
         mine = [r for r in rows if r["config"] == name]
         maps = [r["map50_95"] for r in mine]
-        diffs = [r["map50_95"] - plain[r["seed"]] for r in mine if r["seed"] in plain]
+        diffs = [r["map50_95"] - plain[r["seed"]] for r in mine if r["seed"] in plain] if name != names[0] else []
         d = statistics.fmean(diffs) if diffs else None
         ci = _t95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
         goal = ("reference" if name == names[0] else "n/a" if d is None else "met" if d >= 0
@@ -297,7 +297,7 @@ def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
         out.append({"config": name, "runs": len(mine), "map50_95_step0": mine[0]["map50_95_step0"],
                     "map50_95_mean": statistics.fmean(maps),
                     "map50_95_std": statistics.stdev(maps) if len(maps) > 1 else None,
-                    "d_vs_plain": d, "paired": len(diffs), "ci95": ci, "goal": goal})
+                    "d_vs_plain": d, "paired": len(diffs) or None, "ci95": ci, "goal": goal})
     return out
 
 
