@@ -112,10 +112,16 @@ def cluster_attention(
     b, h, n, _ = q.shape
     perm, rank, c = _chunk_layout(cluster_ids, num_clusters)
     pad = -n % c
+    offset = torch.arange(b * h, device=q.device).reshape(b, h, 1) * n  # rows of [B * h * N, d]
+
+    def rows(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """``t[b, h, order[b, h, i]]`` for ``t [B, h, N, d]``: an index_select on ``[B * h * N, d]`` (an expanded
+        ``gather`` index costs as much as the data in exported graphs)."""
+        flat = t.reshape(-1, t.shape[-1]).index_select(0, (order + offset).flatten())
+        return flat.reshape(b, h, -1, t.shape[-1])
 
     def to_chunks(t: torch.Tensor, fill: float) -> torch.Tensor:
-        idx = perm if t.dim() == 3 else perm.unsqueeze(-1).expand(-1, -1, -1, t.shape[-1])
-        t = t.gather(2, idx)
+        t = t.gather(2, perm) if t.dim() == 3 else rows(t, perm)
         t = F.pad(t, (0, pad) if t.dim() == 3 else (0, 0, 0, pad), value=fill)
         return t.reshape(b, h, (n + pad) // c, c, *t.shape[3:])
 
@@ -123,7 +129,7 @@ def cluster_attention(
     mask = ids.unsqueeze(-1) == ids.unsqueeze(-2)  # [B, h, n_chunks, c, c]
     out = masked_attention(to_chunks(q, 0.0), to_chunks(k, 0.0), to_chunks(v, 0.0), mask, None, scale, dropout_p)
     out = out.reshape(b, h, n + pad, -1)[:, :, :n]
-    return out.gather(2, rank.unsqueeze(-1).expand(-1, -1, -1, out.shape[-1]))
+    return rows(out, rank)
 
 
 class ClusterAttention(QKVAttentionBase):
