@@ -39,8 +39,8 @@ upstream error of a half model crosses them (yolov5n-cluster: 7 of 512 routes fl
 module's output); a flip is not a rounding error and no bound covers it. The module check is therefore local (its
 input is the fp32 model's, rounded) and runs with routing's region choice and clustering's ids pinned to the fp32
 module's (:func:`_pinned_decisions`); the fraction fp16 would have flipped there is bounded by MAX_FLIPS (measured:
-yolov5n-routing 1 of 128 region rows at layer 13, yolov5n-cluster 0 of 256 ids; before the configs' P3 layers were
-slimmed, yolov5n-cluster 2 of 512 at layer 17). The flip rate of the Sinkhorn choice is checked on its own
+yolov5n-routing 1 of 128 region rows at layer 13, yolov5n-cluster 0 of 256 ids at layer 13; a cluster variant with a
+slim P3 layer, since dropped, flipped 2 of 512 there). The flip rate of the Sinkhorn choice is checked on its own
 (:func:`test_sinkhorn_half_decisions`).
 """
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernel import masked_attention
+from .kernel import batch_rows, masked_attention
 from .modules import QKVAttentionBase
 
 __all__ = ["ClusterAttention", "cluster_attention", "cluster_mask", "kmeans_route", "lsh_route", "ROUTERS"]
@@ -112,13 +112,9 @@ def cluster_attention(
     b, h, n, _ = q.shape
     perm, rank, c = _chunk_layout(cluster_ids, num_clusters)
     pad = -n % c
-    offset = torch.arange(b * h, device=q.device).reshape(b, h, 1) * n  # rows of [B * h * N, d]
 
-    def rows(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-        """``t[b, h, order[b, h, i]]`` for ``t [B, h, N, d]``: an index_select on ``[B * h * N, d]`` (an expanded
-        ``gather`` index costs as much as the data in exported graphs)."""
-        flat = t.reshape(-1, t.shape[-1]).index_select(0, (order + offset).flatten())
-        return flat.reshape(b, h, -1, t.shape[-1])
+    def rows(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:  # t[b, h, order[b, h, i]] for t [B, h, N, d]
+        return t.reshape(-1, t.shape[-1]).index_select(0, batch_rows(order, n)).reshape(b, h, -1, t.shape[-1])
 
     def to_chunks(t: torch.Tensor, fill: float) -> torch.Tensor:
         t = t.gather(2, perm) if t.dim() == 3 else rows(t, perm)

@@ -2,7 +2,8 @@
 
 Every attention path of the library (dense, tiled, windowed, clustered, sorted) reduces to calls of
 :func:`masked_attention` on small dense blocks, so scaling, masking, numerically stable softmax and dropout are
-implemented exactly once.
+implemented exactly once. :func:`batch_rows` is the one flat row index the gathering paths (clustering, Sinkhorn,
+routing) use to pick rows per (batch, head) with ``index_select``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["masked_attention", "mask_to_bias", "attention_weights", "joint_softmax"]
+__all__ = ["attention_weights", "batch_rows", "joint_softmax", "mask_to_bias", "masked_attention"]
 
 
 def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -32,6 +33,22 @@ def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torc
         0.0
     """
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def batch_rows(index: torch.Tensor, rows) -> torch.Tensor:
+    """Flat row numbers into ``x.reshape(B * h * rows, ...)`` for a per-(batch, head) row ``index [B, h, ...]``.
+
+    ``x.reshape(-1, ...).index_select(0, batch_rows(index, rows))`` picks ``x[b, h, index[b, h, ...]]``; in exported
+    graphs that is one ``Gather`` of whole rows, where ``gather`` with an index expanded over the feature dimension
+    costs as much as the data itself.
+
+    Examples:
+        >>> batch_rows(torch.tensor([[[1, 0]], [[0, 0]]]), 3).tolist()
+        [1, 0, 3, 3]
+    """
+    b, h = index.shape[:2]
+    base = torch.arange(b * h, device=index.device).reshape(b, h, *([1] * (index.dim() - 2)))
+    return (index + base * rows).flatten()
 
 
 def masked_attention(

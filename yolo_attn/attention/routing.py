@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernel import mask_to_bias
+from .kernel import batch_rows, mask_to_bias
 from .modules import QKVAttentionBase
 from .tiling import symbolic_sizes
 
@@ -118,7 +118,7 @@ def routing_select(q: torch.Tensor, k: torch.Tensor, hw: tuple[int, int], region
 
 
 def _region_means(x: torch.Tensor, r: int, heads: int, count: torch.Tensor) -> torch.Tensor:
-    """``[B * heads * R, P, d]`` -> per region the mean over its real tokens, all heads together ``[B, R, heads * d]``."""
+    """``[B * heads * R, P, d]`` -> per region the mean over its real tokens, heads together: ``[B, R, heads * d]``."""
     d = x.shape[-1]
     return x.float().sum(1).reshape(-1, heads, r, d).transpose(1, 2).reshape(-1, r, heads * d) / count
 
@@ -205,8 +205,7 @@ def routing_attention(
     real = _real_tokens(hw, regions, q.device)  # [R, P]
     qr, kr, vr = (_to_regions(t, hw, regions) for t in (q, k, v))  # [B * heads * R, P, d]
     selected = _select(qr, kr, real, topk, heads)  # [B, R, topk]
-    batch_head = torch.arange(b, device=q.device)[:, None] * heads + torch.arange(heads, device=q.device)  # [B, heads]
-    flat = (selected[:, None] + batch_head[:, :, None, None] * r).flatten()  # [B * heads * R * topk]
+    flat = batch_rows(selected[:, None].expand(-1, heads, -1, -1), r)  # [B * heads * R * topk]: heads share regions
 
     def gather(t: torch.Tensor) -> torch.Tensor:  # [B * heads * R, P, d] -> [B * heads * R, topk * P, d]
         return t.index_select(0, flat).reshape(-1, topk * t.shape[1], t.shape[2])

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernel import mask_to_bias, masked_attention
+from .kernel import batch_rows, mask_to_bias, masked_attention
 from .modules import QKVAttentionBase
 
 __all__ = ["SinkhornAttention", "sinkhorn_attention", "sinkhorn_mask", "log_sinkhorn", "block_summaries"]
@@ -124,7 +124,7 @@ def sinkhorn_attention(
     def blocks(t: torch.Tensor) -> torch.Tensor:
         return F.pad(t, (0, 0, 0, pad)).reshape(b, h, nb, block_size, t.shape[-1])
 
-    pick = (choice + torch.arange(b * h, device=q.device).reshape(b, h, 1) * nb).flatten()  # [B * h * nb]
+    pick = batch_rows(choice, nb)  # [B * h * nb]
 
     def picked(t: torch.Tensor) -> torch.Tensor:  # [B, h, nb, b, d]: the block picked by each query block
         return t.reshape(-1, block_size, t.shape[-1]).index_select(0, pick).reshape(t.shape)
