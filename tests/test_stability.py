@@ -90,6 +90,25 @@ def test_softmax_of_huge_bf16_logits_is_finite_and_exact():
     assert torch.allclose(got.sum(-1), torch.ones(4, 64), atol=1e-5)
 
 
+@pytest.mark.parametrize("spread", [1.0, 300.0])
+def test_onnx_export_form_of_masked_softmax_agrees_with_the_plain_form(spread, monkeypatch):
+    # In ONNX exports the logits are floored at row max - 40 (kernel._floor_logits, against ONNX Runtime's denormal
+    # exps); the weights must agree with the plain form, also where valid logits spread far beyond 40, and a row with
+    # no allowed key stays uniform.
+    torch.manual_seed(1)
+    logits = torch.randn(3, 40, 60) * spread
+    mask = torch.rand(40, 60) < 0.4
+    mask[0] = False  # a padding row: no allowed key
+    mask[1:, 0] = True
+    bias = torch.randn(40, 60)
+    plain = attention_weights(logits, mask=mask, bias=bias)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    floored = attention_weights(logits, mask=mask, bias=bias)
+    assert not torch.equal(floored, plain)  # the floor acted: masked slots weigh exp(-40) of the row's top, not 0
+    torch.testing.assert_close(floored, plain, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(floored[:, 0], torch.full((3, 60), 1 / 60))
+
+
 def test_masked_attention_under_autocast_with_huge_queries():
     q = torch.randn(2, 2, 50, 16) * 1e3
     k, v = torch.randn(2, 2, 50, 16) * 1e3, torch.randn(2, 2, 50, 16)

@@ -113,11 +113,32 @@ def attention_weights(
         logits = logits + bias.to(logits.dtype)
     if mask is not None:
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    if (bias is not None or mask is not None) and torch.onnx.is_in_onnx_export():
+        logits = _floor_logits(logits)
     # softmax in at least fp32: stable under bf16/fp16 autocast
     weights = torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights
+
+
+# exp(-40) = 4e-18 relative to the row's largest weight: ten orders below fp32 resolution even summed over thousands
+# of slots, and large enough that its products with values stay normal floats down to |v| ~ 1e-20 (at exp(-80) the
+# weighted sum of small values was itself denormal and slow).
+_LOGIT_FLOOR = 40.0
+
+
+def _floor_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Raise every logit to at least ``row max - 40`` (the form of :func:`attention_weights` in ONNX exports).
+
+    ONNX Runtime's CPU softmax turns a masked slot (``finfo.min``, ``-inf``, anything below ``row max - 87``) into a
+    denormal, and x86 computes with denormals many times slower: its softmax of a 60%-masked ``[256, 25, 121]`` tile
+    tensor took 5.2 ms instead of 0.85 ms, softmax plus weighted sum 13 ms instead of 7 (1 thread). Floored, a masked slot weighs ``exp(-40)``
+    relative to the row's largest weight instead of 0, so the weights agree to fp32 rounding (a row of only masked
+    slots stays uniform). Only the ONNX exporter gets this form: OpenVINO (converted from the PyTorch trace, as
+    ultralytics does) flushes denormals itself and would pay the extra reduction (1.24x on that fragment).
+    """
+    return torch.maximum(logits, logits.amax(-1, keepdim=True) - _LOGIT_FLOOR)
 
 
 def joint_softmax(

@@ -30,6 +30,7 @@ model) keeps the features it has. A redraw rebinds the buffer, never writes into
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .modules import QKVAttentionBase
 
@@ -75,7 +76,10 @@ def favor_features(
     """Stabilised positive features of queries and keys, ``exp(W x' - |x'|^2 / 2)`` up to factors that cancel.
 
     The ``1 / sqrt(m)`` factor cancels in the normalised output and is left out; the stabilisers are described in
-    the module doc.
+    the module doc. A query's ``exp(-|q'|^2 / 2)`` is one factor over all its features, which its own stabiliser
+    (the maximum over the features) cancels: it is never computed. The key features come feature-major
+    (``[m, M]`` per head), so the maximum over the keys and the product with the values run along contiguous rows
+    (in ONNX Runtime, reductions over the token axis of ``[M, m]`` cost as much as the feature map itself).
 
     Args:
         q: Queries ``[B, heads, N, d]`` (any float dtype; computed in the dtype of ``projection``).
@@ -83,22 +87,20 @@ def favor_features(
         projection: ``[m, d]`` random directions.
 
     Returns:
-        ``(phi_q [B, heads, N, m], phi_k [B, heads, M, m])``, values in ``[0, 1]``; each query row and each key
-        column (feature) has a maximum of exactly 1.
+        ``(phi_q [B, heads, N, m], phi_k [B, heads, m, M])``, values in ``[0, 1]``; each query row and each key
+        feature row has a maximum of exactly 1.
 
     Examples:
         >>> phi_q, phi_k = favor_features(torch.randn(1, 2, 5, 4), torch.randn(1, 2, 6, 4), torch.randn(8, 4))
-        >>> phi_q.amax(-1).unique().tolist(), phi_k.amax(-2).unique().tolist()
+        >>> phi_q.amax(-1).unique().tolist(), phi_k.amax(-1).unique().tolist()
         ([1.0], [1.0])
     """
-
-    def logits(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(projection.dtype) * x.shape[-1] ** -0.25
-        return x @ projection.T - x.square().sum(-1, keepdim=True) / 2
-
-    logits_q, logits_k = logits(q), logits(k)
-    c = logits_k.amax(-2, keepdim=True).detach()  # [B, heads, 1, m]: per-feature key maximum
-    logits_q = logits_q + c  # moved into the queries: cancels exactly
+    scale = q.shape[-1] ** -0.25  # x' = x / d^(1/4), folded into the directions and the norm term
+    w = projection * scale
+    k = k.to(projection.dtype)
+    logits_k = w @ k.transpose(-2, -1) - k.square().sum(-1).unsqueeze(-2) * (scale * scale / 2)  # [B, h, m, M]
+    c = logits_k.amax(-1, keepdim=True).detach()  # [B, heads, m, 1]: per-feature key maximum
+    logits_q = q.to(projection.dtype) @ w.T + c.transpose(-2, -1)  # the keys' maxima moved into the queries: cancel
     return torch.exp(logits_q - logits_q.amax(-1, keepdim=True).detach()), torch.exp(logits_k - c)
 
 
@@ -106,6 +108,10 @@ def performer_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor
 ) -> torch.Tensor:
     """FAVOR+ attention ``phi(q) (phi(k)^T v) / (phi(q) . sum_j phi(k_j))`` in ``O(N m d)``.
+
+    The normaliser comes out of the same product as the numerator: the values get a column of ones, so
+    ``phi(q) (phi(k)^T [v, 1])`` holds both (one matrix product instead of a reduction over the keys and a second
+    product).
 
     Args:
         q: Queries ``[B, heads, N, d]``.
@@ -124,9 +130,9 @@ def performer_attention(
     dtype = torch.promote_types(torch.promote_types(v.dtype, projection.dtype), torch.float32)
     projection = projection.to(dtype)
     phi_q, phi_k = favor_features(q, k, projection)
-    kv = phi_k.transpose(-2, -1) @ v.to(dtype)  # [B, h, m, dv]
-    normalizer = phi_q @ phi_k.sum(-2).unsqueeze(-1)  # [B, h, N, 1], >= 1 by the stabilisers
-    return ((phi_q @ kv) / normalizer).to(v.dtype)
+    kv = phi_k @ F.pad(v.to(dtype), (0, 1), value=1.0)  # [B, h, m, dv + 1]: the last column is sum_j phi(k_j)
+    out = phi_q @ kv  # [B, h, N, dv + 1]; its last column, the normaliser, is >= 1 by the stabilisers
+    return (out[..., :-1] / out[..., -1:]).to(v.dtype)
 
 
 class PerformerAttention(QKVAttentionBase):
