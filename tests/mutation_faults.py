@@ -364,8 +364,8 @@ FAULTS: tuple[Fault, ...] = (
           "tests/test_half.py::test_block_half_forward", "sinkhorn",
           "Sinkhorn block counts stay float32 in a half model"),
     Fault("half-performer-output", PERF,
-          "return ((phi_q @ kv) / normalizer).to(v.dtype)",
-          "return (phi_q @ kv) / normalizer",
+          "return (out[..., :-1] / out[..., -1:]).to(v.dtype)",
+          "return out[..., :-1] / out[..., -1:]",
           "tests/test_new_families_integration.py::test_half_and_autocast_on_cpu", "performer",
           "Performer returns its float32 working dtype to a half model"),
     # ---- routing (BiFormer): region selection, own region, padding (routing.py)
@@ -417,8 +417,8 @@ FAULTS: tuple[Fault, ...] = (
           NEW, "reduce_module and conv", "conv reducer reads its kernel transposed (kx for ky)"),
     # ---- Performer (performer.py): stabilisers, orthogonal features, redraw policy
     Fault("performer-key-stabiliser", PERF,
-          "c = logits_k.amax(-2, keepdim=True).detach()",
           "c = logits_k.amax(-1, keepdim=True).detach()",
+          "c = logits_k.amax(-2, keepdim=True).detach()",
           NEW, "performer_core", "key stabiliser taken per key instead of per feature (does not cancel)"),
     Fault("performer-no-query-stabiliser", PERF,
           "return torch.exp(logits_q - logits_q.amax(-1, keepdim=True).detach()), torch.exp(logits_k - c)",
