@@ -12,6 +12,7 @@ stays ultralytics' checkpoint format.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -391,3 +392,24 @@ def test_finetune_summary_pairs_runs_by_seed():
     assert out["below"]["map50_95_std"] > 0.01  # unpaired, its spread would hide the 0.5 points
     assert out["mixed"]["paired"] == 3 and out["mixed"]["d_vs_plain"] == pytest.approx((0.01 - 0.02 + 0) / 3)
     assert out["mixed"]["goal"] == "within noise" and out["mixed"]["runs"] == 4
+
+
+def test_finetune_refuses_a_run_folder_made_with_another_version_of_the_config(tmp_path):
+    """A finished run of an earlier version of a config is neither reused (its numbers would describe other layers)
+    nor overwritten: one line naming the folder; a run of the same config is skipped as finished."""
+    from yolo_attn.bench.finetune import FinetuneError, config_fingerprint, finetune_once
+
+    runs = tmp_path / "finetune_runs"
+    run = runs / "yolov5n-local-seed0"
+    run.mkdir(parents=True)
+    result = {"config": "yolov5n-local", "seed": 0, "map50_95_step0": 0.1, "map50_95": 0.2, "transferred": 427,
+              "stock_tensors": 427, "run": run.name}
+    (run / "result.json").write_text(json.dumps(result))
+    (run / "config_fingerprint").write_text(config_fingerprint("yolov5n-local.yaml") + "\n")
+    args = ("yolov5n-local.yaml", tmp_path / "missing.pt", "missing.yaml", 5, runs, 1)
+    assert finetune_once(*args, seed=0) == result  # same config: finished, skipped (nothing is loaded or trained)
+    (run / "config_fingerprint").write_text(config_fingerprint("yolov5n-window.yaml") + "\n")
+    with pytest.raises(FinetuneError, match=r"yolov5n-local-seed0 was made with another yolov5n-local.yaml"):
+        finetune_once(*args, seed=0)
+    assert json.loads((run / "result.json").read_text()) == result
+    assert len({config_fingerprint(c) for c in ("yolov5n-local.yaml", "yolov5n-window.yaml", "yolov5s-local.yaml")}) == 3

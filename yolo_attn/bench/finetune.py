@@ -11,11 +11,14 @@
    interval, and every run) and ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
-training resumes from its ``last.pt``. Reports name files relative to the output directory, never absolute paths.
+training resumes from its ``last.pt``. A run records the fingerprint of its config's layers (``config_fingerprint``);
+a run folder whose config has changed since is refused in one line instead of being reused or overwritten. Reports
+name files relative to the output directory, never absolute paths.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -28,7 +31,7 @@ import yaml
 
 from . import report
 
-__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
+__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "config_fingerprint", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
 
 #: Plain YOLOv5n first (the reference), then three attention configs.
 DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
@@ -107,17 +110,43 @@ def pretrain(cfg: str, data: str, runs: Path, epochs: int, **train_args: Any) ->
     return run / _done(run)["weights"]
 
 
+def _model_dict(cfg: str, drop: tuple[str, ...] = ("yaml_file", "scale")) -> dict:
+    """The config's model dict as ultralytics reads it (scale from the file name), without the keys in ``drop``."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    from ..integration import resolve_config
+
+    return {k: v for k, v in yaml_model_load(str(resolve_config(cfg))).items() if k not in drop}
+
+
+def config_fingerprint(cfg: str) -> str:
+    """Short hash of a config's layers, scales and scale (not its ``nc``): changes when the config's computation does.
+
+    Examples:
+        >>> config_fingerprint("yolov5n-local.yaml") == config_fingerprint("yolov5s-local.yaml")
+        False
+    """
+    d = _model_dict(cfg, drop=("yaml_file", "nc"))
+    return hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_same_config(run: Path, cfg: str, fingerprint: str) -> None:
+    """Refuse a run folder made with another version of ``cfg`` (its results would describe other layers)."""
+    f = run / "config_fingerprint"
+    if f.is_file() and f.read_text().strip() != fingerprint:
+        raise FinetuneError(
+            f"run folder {_shown(run, run.parent.parent)} was made with another {Path(cfg).name} (config fingerprint "
+            f"{f.read_text().strip()}, now {fingerprint}): move or delete that folder, or pass another out="
+        )
+
+
 def _config_with_nc(cfg: str, nc: int, where: Path) -> Path:
     """A copy of ``cfg`` with ``nc`` set, for validating at step 0; returns the scaled name to build it by.
 
     The file is written under the unscaled name (``yolov5-local.yaml``) and built as ``yolov5n-local.yaml``: the
     scale comes from the name, as for the shipped configs.
     """
-    from ultralytics.nn.tasks import yaml_model_load
-
-    from ..integration import resolve_config
-
-    d = {k: v for k, v in yaml_model_load(str(resolve_config(cfg))).items() if k not in ("yaml_file", "scale")}
+    d = _model_dict(cfg)
     d["nc"] = nc
     where.mkdir(parents=True, exist_ok=True)
     scaled = where / Path(cfg).name
@@ -146,9 +175,13 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
 
     seed = int(train_args.get("seed", 0))
     run = runs / f"{Path(cfg).stem}-seed{seed}"
+    fingerprint = config_fingerprint(cfg)
+    _check_same_config(run, cfg, fingerprint)
     done = _done(run)
     if done:
         return done
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config_fingerprint").write_text(fingerprint + "\n")
     val_args = {k: train_args[k] for k in ("imgsz", "batch", "device") if k in train_args}
     start = YOLO(str(_config_with_nc(cfg, nc, runs / "configs"))).load(str(pretrained))
     step0 = start.val(data=data, plots=False, project=str(runs), name=f"{run.name}-step0", exist_ok=True,
