@@ -502,6 +502,11 @@ FAULTS: tuple[Fault, ...] = (
           'diffs = [r["map50_95"] - statistics.fmean(plain.values()) for r in mine if r["seed"] in plain] if name != names[0] else []',
           "tests/test_transfer.py::test_finetune_summary_pairs_runs_by_seed", "",
           "fine-tune runs compared with plain's mean instead of plain's run of the same seed"),
+    Fault("finetune-reuses-stale-run", "yolo_attn/bench/finetune.py",
+          "    _check_same_config(run, cfg, fingerprint)\n",
+          "",
+          "tests/test_transfer.py::test_finetune_refuses_a_run_folder_made_with_another_version_of_the_config", "",
+          "a finished fine-tune run of an earlier version of the config is reused as if current"),
     # ---- export matrix parity cell (bench/export_matrix.py)
     Fault("matrix-min-diff", "yolo_attn/bench/export_matrix.py",
           "worst = max(worst, float((got - expected).abs().max()))",
