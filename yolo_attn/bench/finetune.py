@@ -133,10 +133,11 @@ def config_fingerprint(cfg: str) -> str:
 def _check_same_config(run: Path, cfg: str, fingerprint: str) -> None:
     """Refuse a run folder made with another version of ``cfg`` (its results would describe other layers)."""
     f = run / "config_fingerprint"
-    if f.is_file() and f.read_text().strip() != fingerprint:
+    recorded = f.read_text().strip() if f.is_file() else fingerprint
+    if recorded != fingerprint:
         raise FinetuneError(
             f"run folder {_shown(run, run.parent.parent)} was made with another {Path(cfg).name} (config fingerprint "
-            f"{f.read_text().strip()}, now {fingerprint}): move or delete that folder, or pass another out="
+            f"{recorded}, now {fingerprint}): move or delete that folder, or pass another out="
         )
 
 
