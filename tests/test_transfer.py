@@ -344,12 +344,16 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     text = (out / "finetune.md").read_text()
     assert "Command: `yolo-attn bench finetune" in text and "torch" in text and str(tmp_path) not in text
     rows = (out / "finetune.csv").read_text().splitlines()
-    assert rows[0].startswith("config,seed,map50_95_step0,map50_95,delta,transferred,stock_tensors") and len(rows) == 5
+    assert rows[0].startswith("config,seed,map50_95_step0,map50_95,delta,attn_gain,transferred,stock_tensors")
+    assert len(rows) == 5
     values = [r.split(",") for r in rows[1:]]
     assert [(v[0], v[1]) for v in values] == [("yolov5n", "0"), ("yolov5n-window", "0"), ("yolov5n", "1"),
                                               ("yolov5n-window", "1")]
     assert all(math.isfinite(float(x)) for v in values for x in v[2:5]) and len({v[2] for v in values}) == 1
-    assert all(v[5] == v[6] for v in values)  # every stock tensor transferred
+    assert all(v[6] == v[7] for v in values)  # every stock tensor transferred
+    # the attention started as a no-op (gain 0) and the fine-tune switched it on a little; plain has no gain
+    assert [v[5] for v in values if v[0] == "yolov5n"] == ["", ""]
+    assert all(0 < float(v[5]) < 0.5 for v in values if v[0] == "yolov5n-window")
     # the summary: two runs per config, the mean of the CSV's values, a verdict against plain paired by seed
     summary = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| yolov5n")][:2]
     assert [c.strip() for c in summary[0][:2]] == ["yolov5n", "2"] and summary[0][-1].strip() == "reference"

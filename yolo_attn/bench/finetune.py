@@ -31,7 +31,7 @@ import yaml
 
 from . import report
 
-__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "config_fingerprint", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
+__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "attention_gain", "config_fingerprint", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
 
 #: Plain YOLOv5n first (the reference), then three attention configs.
 DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
@@ -81,6 +81,36 @@ def _train(yolo_cfg: str | Path, run: Path, **train_args: Any) -> Any:
     yolo = YOLO(str(yolo_cfg))
     yolo.train(project=str(run.parent), name=run.name, exist_ok=True, plots=False, verbose=False, **train_args)
     return yolo
+
+
+def attention_gain(model: Any) -> float | None:
+    """Mean absolute LayerScale gain of the attention branches in ``model`` (None without attention).
+
+    0 at step 0 of a fine-tune (the branches are no-ops), 1 where a from-scratch model starts: how far a fine-tune has
+    switched its attention on.
+
+    Examples:
+        >>> from yolo_attn.blocks import C3Attn
+        >>> attention_gain(C3Attn(16, 32, 1, "local", {"window": 3}))  # from scratch: every gain 1
+        1.0
+    """
+    import torch
+
+    from ..blocks import gains
+
+    g = [p.detach().abs().flatten().float() for p in gains(model)]
+    return float(torch.cat(g).mean()) if g else None
+
+
+def _checkpoint_gain(run: Path) -> float | None:
+    """:func:`attention_gain` of a finished run's ``best.pt`` (runs recorded before the gain was), else None."""
+    import torch
+
+    best = run / "weights" / "best.pt"
+    if not best.is_file():
+        return None
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    return attention_gain(ckpt.get("ema") or ckpt["model"])
 
 
 def _final_map(yolo: Any) -> float:
@@ -190,7 +220,8 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     tr = start.transfer_report
     yolo = _train(cfg, run, data=data, epochs=epochs, pretrained=str(pretrained), **train_args)
     result = {"config": Path(cfg).stem, "seed": seed, "map50_95_step0": float(step0.box.map), "map50_95": _final_map(yolo),
-              "transferred": tr.transferred, "stock_tensors": tr.n_source, "run": run.name}
+              "transferred": tr.transferred, "stock_tensors": tr.n_source, "run": run.name,
+              "attn_gain": attention_gain(yolo.model)}
     (run / "result.json").write_text(json.dumps(result))
     return result
 
@@ -268,15 +299,19 @@ def run_finetune_benchmark(
         seeds = sorted({r["seed"] for r in rows})
     for r in rows:
         r["delta"] = r["map50_95"] - r["map50_95_step0"]
+        if "attn_gain" not in r:  # recorded before the gain was
+            r["attn_gain"] = _checkpoint_gain(runs / r["run"])
         r["run"] = _shown(runs / r["run"], out)
-    cols = ["config", "seed", "map50_95_step0", "map50_95", "delta", "transferred", "stock_tensors", "run"]
+    cols = ["config", "seed", "map50_95_step0", "map50_95", "delta", "attn_gain", "transferred", "stock_tensors", "run"]
     report.write_csv(rows, out / "finetune.csv", cols)
     summary = summarize(rows, configs)
     notes = [*report.header_notes(command), (
         f"Data {_shown(data)} ({nc} classes). Pretrained model: {where}. Every config loads it (all stock tensors "
         f"transfer; the attention starts as a no-op), is validated (step 0), then fine-tuned {epochs} epochs at imgsz "
         f"{imgsz}, batch {batch}, device {device}, seeds {', '.join(map(str, seeds))} (deterministic), and validated "
-        "again (the final validation of the run). map50_95_step0 should be the same for every config."),
+        "again (the final validation of the run). map50_95_step0 should be the same for every config. attn_gain: "
+        "the mean absolute LayerScale gain of the attention branches after fine-tuning (0 at step 0, 1 where a "
+        "from-scratch model starts), i.e. how far the fine-tune has switched the attention on."),
         *goal_lines(summary)]
     body = ["# Fine-tuning from a pretrained YOLOv5", "", *(line for note in notes for line in (note, "")),
             report.markdown_table(summary, SUMMARY_COLUMNS), "", "Every run:", "", report.markdown_table(rows, cols), ""]
@@ -287,8 +322,8 @@ def run_finetune_benchmark(
     return rows
 
 
-SUMMARY_COLUMNS = ["config", "runs", "map50_95_step0", "map50_95_mean", "map50_95_std", "d_vs_plain", "paired", "ci95",
-                   "goal"]
+SUMMARY_COLUMNS = ["config", "runs", "map50_95_step0", "map50_95_mean", "map50_95_std", "attn_gain_mean", "d_vs_plain",
+                   "paired", "ci95", "goal"]
 
 
 #: Two-sided 95% quantiles of Student's t by degrees of freedom (paired differences over n seeds: n - 1).
@@ -329,9 +364,11 @@ def summarize(rows: list[dict], configs: list[str]) -> list[dict]:
         ci = _t95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
         goal = ("reference" if name == names[0] else "n/a" if d is None else "met" if d >= 0
                 else "one seed" if ci is None else "within noise" if -d <= ci else "missed")
+        gain = [r["attn_gain"] for r in mine if r.get("attn_gain") is not None]
         out.append({"config": name, "runs": len(mine), "map50_95_step0": mine[0]["map50_95_step0"],
                     "map50_95_mean": statistics.fmean(maps),
                     "map50_95_std": statistics.stdev(maps) if len(maps) > 1 else None,
+                    "attn_gain_mean": statistics.fmean(gain) if gain else None,
                     "d_vs_plain": d, "paired": len(diffs) or None, "ci95": ci, "goal": goal})
     return out
 
