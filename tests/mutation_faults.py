@@ -507,6 +507,11 @@ FAULTS: tuple[Fault, ...] = (
           "",
           "tests/test_transfer.py::test_finetune_refuses_a_run_folder_made_with_another_version_of_the_config", "",
           "a finished fine-tune run of an earlier version of the config is reused as if current"),
+    Fault("finetune-gain-of-start", "yolo_attn/bench/finetune.py",
+          '"attn_gain": attention_gain(yolo.model)}',
+          '"attn_gain": attention_gain(start.model)}',
+          "tests/test_transfer.py::test_bench_finetune_tiny_resumable", "",
+          "fine-tune report reads the attention gain of the step-0 model instead of the fine-tuned one"),
     # ---- export matrix parity cell (bench/export_matrix.py)
     Fault("matrix-min-diff", "yolo_attn/bench/export_matrix.py",
           "worst = max(worst, float((got - expected).abs().max()))",
