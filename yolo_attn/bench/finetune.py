@@ -8,7 +8,8 @@
    then fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
 3. Write ``finetune.csv`` (one row per run), ``finetune.md`` (machine, versions, command, dataset, schedule; mean and
    standard deviation over seeds per config, the difference to plain fine-tuning paired by seed with its 95%
-   interval, and every run) and ``finetune.png``.
+   interval, how far the attention has been switched on (``attn_gain``, :func:`attention_gain`), and every run) and
+   ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
 training resumes from its ``last.pt``. A run records the fingerprint of its config's layers (``config_fingerprint``);
