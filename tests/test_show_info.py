@@ -11,7 +11,7 @@ import torch
 
 from yolo_attn.attention import PATTERNS, pattern_mask
 from yolo_attn.cli import entrypoint
-from yolo_attn.inspect import keys_per_query, model_info
+from yolo_attn.inspect import format_info, keys_per_query, model_info
 from yolo_attn.show import attention_row, show_pattern
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -128,6 +128,27 @@ def test_info_p3_tokens_and_costs(capsys):
     # FLOPs = 2 N K d heads 2 per call, times the batch
     assert p3["attn_gflops"] * 1e9 == 4 * 2 * 64 * 49 * p3["head_dim"] * p3["heads"] * 2
     assert not info["warnings"]
+
+
+def test_info_gain_column_says_how_far_each_layers_attention_is_switched_on():
+    """The gain column is each layer's mean |LayerScale gain|: 1 from scratch, what the weights hold otherwise (a
+    fine-tuned checkpoint's is small), empty for layers without attention."""
+    from yolo_attn import YOLO
+
+    model = YOLO("yolov5n-local.yaml").model
+    rows = {r["layer"]: r for r in model_info(model, imgsz=64)["rows"]}
+    assert {i: r["gain"] for i, r in rows.items() if r["gain"] is not None} == {8: 1.0, 13: 1.0, 17: 1.0}
+    with torch.no_grad():
+        model.model[13].attn.layers[0].ls1.gamma[:] = -0.25  # |gain|: the sign of a gain does not switch it off
+        for g in (model.model[13].attn.layers[0].ls2.gamma, model.model[13].attn.ls_pos.gamma):
+            g.zero_()
+    rows = {r["layer"]: r for r in model_info(model, imgsz=64)["rows"]}
+    dims = [p.numel() for p in (model.model[13].attn.layers[0].ls1.gamma, model.model[13].attn.layers[0].ls2.gamma,
+                                model.model[13].attn.ls_pos.gamma)]
+    assert rows[13]["gain"] == pytest.approx(0.25 * dims[0] / sum(dims))
+    assert rows[8]["gain"] == 1.0 and rows[9]["gain"] is None
+    text = format_info(model_info(model, imgsz=64))
+    assert text.splitlines()[3].endswith("| score_mb | gain |") and "| 1 |" in text
 
 
 def test_info_warns_full_attention_on_large_map():

@@ -173,8 +173,9 @@ def model_info(model: str | Path | nn.Module, imgsz: int = 640, batch: int = 1) 
 
     Returns:
         ``dict(rows, warnings, imgsz, batch, formulas)``; one row per top-level layer with ``layer, module, from,
-        shape (C, H, W), tokens`` and, for attention layers, ``pattern, heads, head_dim, keys, calls,
-        attn_gflops, score_mb``.
+        shape (C, H, W), tokens, gain`` (mean |LayerScale gain| of its attention branches: 0 = a no-op, as loaded
+        from a stock checkpoint, 1 = the from-scratch start; None without them) and, for attention layers,
+        ``pattern, heads, head_dim, keys, calls, attn_gflops, score_mb``.
 
     Examples:
         >>> info = model_info("yolov5n-local.yaml", imgsz=64)
@@ -211,12 +212,14 @@ def model_info(model: str | Path | nn.Module, imgsz: int = 640, batch: int = 1) 
     finally:
         for h in hooks:
             h.remove()
+    from .blocks import mean_gain
+
     rows, warnings = [], []
     for i, layer in enumerate(layers):
         shape = shapes.get(i)
         row = {"layer": i, "module": type(layer).__name__, "from": getattr(layer, "f", -1),
                "shape": "x".join(map(str, shape)) if shape else "-",
-               "tokens": shape[1] * shape[2] if shape and len(shape) == 3 else None}
+               "tokens": shape[1] * shape[2] if shape and len(shape) == 3 else None, "gain": mean_gain(layer)}
         if i in calls:
             c = calls[i]
             first = c[0]
@@ -239,13 +242,14 @@ def format_info(info: Mapping[str, Any]) -> str:
     from .bench.report import markdown_table
 
     cols = ["layer", "module", "shape", "tokens", "pattern", "heads", "head_dim", "keys", "calls", "attn_gflops",
-            "score_mb"]
+            "score_mb", "gain"]
     rows = info["rows"]
     total = sum(r.get("attn_gflops", 0.0) for r in rows)
     peak = max((r.get("score_mb", 0.0) for r in rows), default=0.0)
     lines = [
         f"yolo-attn info: imgsz={info['imgsz']} batch={info['batch']} (shape = C x H x W of each layer's output; "
-        "tokens = H*W)",
+        "tokens = H*W; gain = mean |LayerScale gain| of the layer's attention: 0 = a no-op, as loaded from a stock "
+        "checkpoint, 1 = the from-scratch start)",
         info["formulas"],
         "",
         markdown_table(rows, cols),

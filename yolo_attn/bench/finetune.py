@@ -8,7 +8,7 @@
    then fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
 3. Write ``finetune.csv`` (one row per run), ``finetune.md`` (machine, versions, command, dataset, schedule; mean and
    standard deviation over seeds per config, the difference to plain fine-tuning paired by seed with its 95%
-   interval, how far the attention has been switched on (``attn_gain``, :func:`attention_gain`), and every run) and
+   interval, how far the attention has been switched on (``attn_gain``, :func:`~yolo_attn.blocks.mean_gain`), and every run) and
    ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
@@ -32,7 +32,7 @@ import yaml
 
 from . import report
 
-__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "attention_gain", "config_fingerprint", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
+__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "config_fingerprint", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
 
 #: Plain YOLOv5n first (the reference), then three attention configs.
 DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
@@ -84,34 +84,18 @@ def _train(yolo_cfg: str | Path, run: Path, **train_args: Any) -> Any:
     return yolo
 
 
-def attention_gain(model: Any) -> float | None:
-    """Mean absolute LayerScale gain of the attention branches in ``model`` (None without attention).
-
-    0 at step 0 of a fine-tune (the branches are no-ops), 1 where a from-scratch model starts: how far a fine-tune has
-    switched its attention on.
-
-    Examples:
-        >>> from yolo_attn.blocks import C3Attn
-        >>> attention_gain(C3Attn(16, 32, 1, "local", {"window": 3}))  # from scratch: every gain 1
-        1.0
-    """
-    import torch
-
-    from ..blocks import gains
-
-    g = [p.detach().abs().flatten().float() for p in gains(model)]
-    return float(torch.cat(g).mean()) if g else None
-
-
 def _checkpoint_gain(run: Path) -> float | None:
-    """:func:`attention_gain` of a finished run's ``best.pt`` (runs recorded before the gain was), else None."""
+    """:func:`~yolo_attn.blocks.mean_gain` of a finished run's ``best.pt`` (runs recorded before the gain was), else
+    None."""
     import torch
+
+    from ..blocks import mean_gain
 
     best = run / "weights" / "best.pt"
     if not best.is_file():
         return None
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    return attention_gain(ckpt.get("ema") or ckpt["model"])
+    return mean_gain(ckpt.get("ema") or ckpt["model"])
 
 
 def _final_map(yolo: Any) -> float:
@@ -203,6 +187,7 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     Returns:
         ``dict(config, seed, map50_95_step0, map50_95, transferred, stock_tensors, run)``.
     """
+    from ..blocks import mean_gain
     from ..integration import YOLO
 
     seed = int(train_args.get("seed", 0))
@@ -222,7 +207,7 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     yolo = _train(cfg, run, data=data, epochs=epochs, pretrained=str(pretrained), **train_args)
     result = {"config": Path(cfg).stem, "seed": seed, "map50_95_step0": float(step0.box.map), "map50_95": _final_map(yolo),
               "transferred": tr.transferred, "stock_tensors": tr.n_source, "run": run.name,
-              "attn_gain": attention_gain(yolo.model)}
+              "attn_gain": mean_gain(yolo.model)}
     (run / "result.json").write_text(json.dumps(result))
     return result
 

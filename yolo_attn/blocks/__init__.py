@@ -53,6 +53,7 @@ __all__ = [
     "attention_kinds",
     "build_attention",
     "gains",
+    "mean_gain",
 ]
 
 #: ``pos`` kinds that add to the feature map / tokens (``rel`` lives inside the attention, ``none`` does nothing).
@@ -97,6 +98,26 @@ def gains(module: nn.Module) -> list[nn.Parameter]:
         3
     """
     return [m.gamma for m in module.modules() if isinstance(m, LayerScale)]
+
+
+def mean_gain(module: nn.Module) -> float | None:
+    """Mean absolute LayerScale gain inside ``module`` (None without attention): how far its attention is switched on.
+
+    0 where a block was loaded from a stock checkpoint (its attention a no-op), 1 where a from-scratch model starts;
+    after a fine-tune from a stock checkpoint it says how much of the attention the training has turned on.
+
+    Args:
+        module: A block, a model, or any module.
+
+    Returns:
+        The mean of ``|gamma|`` over every gain's channels, or None when ``module`` has no gains.
+
+    Examples:
+        >>> mean_gain(C3Attn(16, 32, 1, "local", {"window": 3}))  # from scratch: every gain 1
+        1.0
+    """
+    g = [p.detach().abs().flatten().float() for p in gains(module)]
+    return float(torch.cat(g).mean()) if g else None
 
 
 class TransformerLayer(nn.Module):
