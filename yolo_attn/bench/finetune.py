@@ -8,8 +8,8 @@
    then fine-tune with the same schedule (``pretrained=``) and read the final validation mAP50-95.
 3. Write ``finetune.csv`` (one row per run), ``finetune.md`` (machine, versions, command, dataset, schedule; mean and
    standard deviation over seeds per config, the difference to plain fine-tuning paired by seed with its 95%
-   interval, how far the attention has been switched on (``attn_gain``, :func:`~yolo_attn.blocks.mean_gain`), and every run) and
-   ``finetune.png``.
+   interval, how far the attention has been switched on (``attn_gain``, :func:`~yolo_attn.blocks.mean_gain`), and
+   every run) and ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
 training resumes from its ``last.pt``. A run records the fingerprint of its config's layers (``config_fingerprint``);
@@ -185,7 +185,7 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
         **train_args: ``imgsz``, ``batch``, ``device``, ``seed``, ... (also used for validation where they apply).
 
     Returns:
-        ``dict(config, seed, map50_95_step0, map50_95, transferred, stock_tensors, run)``.
+        ``dict(config, seed, map50_95_step0, map50_95, transferred, stock_tensors, run, attn_gain)``.
     """
     from ..blocks import mean_gain
     from ..integration import YOLO
