@@ -2,8 +2,7 @@
 
 CPU: 50 forward + backward passes per block under ``torch.autocast("cpu", torch.bfloat16)`` with inputs scaled
 x100..x1000 (a different scale every pass, evenly spaced, both ends included, in a shuffled order), on a 13 x 10 map
-that no window divides. CUDA (when present): the same
-in float16, and a short AMP training whose losses stay finite.
+that no window divides. CUDA (when present): the same in float16, and a short AMP training whose losses stay finite.
 """
 
 from __future__ import annotations
