@@ -12,10 +12,12 @@ stays ultralytics' checkpoint format.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,9 @@ import yolo_attn
 from conftest import CONFIGS
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+from yolo_attn.bench.finetune import pack_runs
 from yolo_attn.bench.models import make_sensitive
+from yolo_attn.bench.state import read_parts
 from yolo_attn.blocks import AttnC2f, AttnC3k2, BoTBlock, C3Attn, MHSABranch, TransformerStack, gains
 from yolo_attn.cli import entrypoint
 from yolo_attn.configs import family, scaled, shipped, stock_config
@@ -334,11 +338,36 @@ def test_legacy_yolov5_file_name_is_refused_not_downloaded(stock_ckpt, tmp_path,
 
 
 # ------------------------------------------------------------------------------------------------ bench finetune
-def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
-    out = tmp_path / "bench"
+def test_bench_finetune_tiny_resumable(shapes_data, tmp_path, capsys):
+    out, elsewhere, parts = tmp_path / "bench", tmp_path / "machine-a", tmp_path / "parts"
     argv = ["bench", "finetune", f"data={shapes_data}", "configs=yolov5n.yaml,yolov5n-window.yaml", "seeds=0,1",
-            "pretrain_epochs=1", "epochs=1", "imgsz=32", "batch=8", "workers=0", f"out={out}"]
-    assert entrypoint(argv) == 0
+            "pretrain_epochs=2", "epochs=1", "imgsz=32", "batch=8", "workers=0", f"out={out}"]
+    # a first launch on another machine, whose budget (0.5 min minus the 30 s kept for report and pack) is spent
+    # by the first pretraining epoch: it stops between epochs, writes no report and packs its state (the unfinished
+    # checkpoint, 24 MiB with AdamW's state, fits the default pack_mb=20 once that state travels in bfloat16)
+    assert entrypoint([*argv[:-1], f"out={elsewhere}", "time_budget=0.5", f"pack={parts}"]) == 0
+    said = capsys.readouterr().out
+    assert "stopped within time_budget=0.5 min" in said and "0 of 4 fine-tunes finished" in said
+    pre_a = (elsewhere / "finetune_runs" / "pretrain-yolov5n" / "results.csv").read_text().splitlines()
+    assert len(pre_a) == 2 and not (elsewhere / "finetune.csv").exists()
+    packed = {rel: content for rel, content in read_parts(parts, "finetune.tar")}
+    last = ("finetune_runs", "pretrain-yolov5n", "weights", "last.pt")
+    sent = torch.load(io.BytesIO(packed[last]), map_location="cpu", weights_only=False)
+    kept = torch.load(elsewhere.joinpath(*last), map_location="cpu", weights_only=False)
+    for i, state in kept["optimizer"]["state"].items():  # AdamW's moments travel in bfloat16, the rest as it was
+        for k, v in state.items():
+            got = sent["optimizer"]["state"][i][k]
+            assert got.dtype == (v.dtype if k == "step" else torch.bfloat16)
+            torch.testing.assert_close(got.float(), v, rtol=2**-8, atol=1e-30)  # atol: fp32 subnormals
+    assert sent["epoch"] == kept["epoch"] == 0 and sent["ema"].state_dict().keys() == kept["ema"].state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(sent["ema"].state_dict().values(), kept["ema"].state_dict().values()))
+    pack_runs(elsewhere, tmp_path / "small", pack_mb=1)  # the unfinished checkpoint does not fit: named, left out
+    assert "pretrain-yolov5n/weights/last.pt left out" in capsys.readouterr().out
+    assert not [rel for rel, _ in read_parts(tmp_path / "small", "finetune.tar") if rel[-1].endswith(".pt")]
+    # here: restore, resume the pretraining at epoch 2 (its first epoch is not trained again), fine-tune everything
+    assert entrypoint([*argv, f"restore={parts}"]) == 0
+    pre = (out / "finetune_runs" / "pretrain-yolov5n" / "results.csv").read_text().splitlines()
+    assert pre[:2] == pre_a and [r.split(",")[0] for r in pre[1:]] == ["1", "2"]
     for suffix in (".csv", ".md", ".png"):
         assert (out / f"finetune{suffix}").stat().st_size > 100
     text = (out / "finetune.md").read_text()
@@ -360,6 +389,7 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     window = [float(v[3]) for v in values if v[0] == "yolov5n-window"]
     assert float(summary[1][3]) == pytest.approx(sum(window) / 2, abs=1e-4)
     assert summary[1][-1].strip() in {"met", "within noise", "missed"} and "Goal, part 2" in text
+    assert all(json.loads(f.read_text())["wall_s"] > 0 for f in (out / "finetune_runs").glob("*-seed*/result.json"))
     weights = sorted((out / "finetune_runs").glob("*/weights/last.pt"))
     assert len(weights) == 5  # pretrain + 2 configs x 2 seeds
     stamps = [w.stat().st_mtime_ns for w in weights]
@@ -373,9 +403,21 @@ def test_bench_finetune_tiny_resumable(shapes_data, tmp_path):
     assert [w.stat().st_mtime_ns for w in weights] == stamps  # nothing trained
     assert entrypoint([*argv[:4], "part=report", f"out={tmp_path / 'empty'}"]) == 2  # nothing finished: one line
     assert entrypoint([*argv[:4], "part=val"]) == 2
+    assert entrypoint([*argv, "time_budget=0"]) == 2 and "time_budget=0 must be a number > 0" in capsys.readouterr().err
     # no plain model first and no pretrained=: refused in one line, before anything is trained
     assert entrypoint([*argv[:3], "configs=yolov5n-window.yaml", f"out={tmp_path / 'nope'}"]) == 2
     assert not (tmp_path / "nope").exists()
+
+
+def test_finetune_starts_no_run_that_would_pass_the_deadline():
+    from yolo_attn.bench.finetune import _check_run_fits, _OutOfTime
+
+    finished = [{"wall_s": 40.0}, {"wall_s": 100.0}, {}]  # the slowest uninterrupted run counts; resumed ones have none
+    with pytest.raises(_OutOfTime, match="next fine-tune \\(~100 s"):
+        _check_run_fits(finished, time.time() + 90)
+    _check_run_fits(finished, time.time() + 300)
+    _check_run_fits(finished, None)
+    _check_run_fits([{}], time.time())  # nothing measured yet: the run is started (its epochs still stop in time)
 
 
 def test_finetune_summary_pairs_runs_by_seed():

@@ -10,7 +10,7 @@ are comma-separated (``sizes=400,1600``). Unknown keys are an error naming the a
                              [time_budget=MIN] [part=train,latency,report] [runs=runs/NAME] [out=benchmarks]
     yolo-attn bench gpu [part=all|kernels|train|infer|amp] [quick=False] [out=benchmarks]     (CUDA only)
     yolo-attn bench finetune data=... [pretrained=plain.pt] [pretrain_epochs=15] [epochs=5] [imgsz=256] [seeds=0,1,2]
-                             [configs=...] [part=train,report | report]
+                             [configs=...] [part=train,report | report] [time_budget=MIN] [restore=DIR] [pack=DIR]
     yolo-attn info model=configs/yolov5n-local.yaml [imgsz=640] [batch=1]
     yolo-attn show pattern=local [window=3] [size=8x8] [point=x,y] [out=pattern_local.png] [any pattern option]
     yolo-attn show attention model=best.pt source=img.jpg point=x,y [imgsz=640] [out=attention.png]
@@ -149,7 +149,8 @@ def _bench_finetune(kv: dict[str, Any], command: str) -> Any:
 
     a = _take(kv, {"data": None, "configs": ",".join(DEFAULT_CONFIGS), "pretrained": None, "pretrain_epochs": 15,
                    "epochs": 5, "imgsz": 256, "batch": 16, "device": "cpu", "seeds": "0", "workers": None,
-                   "part": "train,report", "out": "benchmarks"}, "bench finetune")
+                   "part": "train,report", "out": "benchmarks", "time_budget": None, "restore": None, "pack": None,
+                   "pack_mb": 20}, "bench finetune")
     parts = set(_list(a["part"]))
     if not parts or parts - {"train", "report"}:
         raise CommandError(f"part={a['part']!r}: allowed train,report (the default) or report (from finished runs)")
@@ -161,7 +162,8 @@ def _bench_finetune(kv: dict[str, Any], command: str) -> Any:
                                       int(a["epochs"]), int(a["imgsz"]), int(a["batch"]),
                                       None if a["device"] is None else str(a["device"]), _list(a["seeds"], int),
                                       None if a["workers"] is None else int(a["workers"]), a["out"], command,
-                                      train="train" in parts)
+                                      train="train" in parts, time_budget=a["time_budget"], restore=a["restore"],
+                                      pack=a["pack"], pack_mb=a["pack_mb"])
     except FinetuneError as e:  # bad configs / seeds, no plain model to pretrain, nothing finished to report
         raise CommandError(str(e)) from None
 

@@ -12,18 +12,27 @@
    every run) and ``finetune.png``.
 
 Resumable: each finished run leaves ``result.json`` in its run directory and is skipped next time; an interrupted
-training resumes from its ``last.pt``. A run records the fingerprint of its config's layers (``config_fingerprint``);
-a run folder whose config has changed since is refused in one line instead of being reused or overwritten. Reports
-name files relative to the output directory, never absolute paths.
+training resumes from its ``last.pt``. For machines that lend a device in capped launches: ``time_budget`` (minutes)
+stops between epochs before it runs out (``last.pt`` is complete then) and starts no fine-tune that the slowest one
+finished so far says would not fit; ``pack=DIR`` writes what the next launch needs (every run's small files, the
+pretrained checkpoint, unfinished runs' ``last.pt`` while under ``pack_mb``) as ``finetune.tar.NNN`` parts and
+``restore=DIR`` puts them back, never overwriting a file (:func:`yolo_attn.bench.state.write_parts`).
+
+A run records the fingerprint of its config's layers (``config_fingerprint``); a run folder whose config has
+changed since is refused in one line instead of being reused or overwritten. Reports name files relative to the
+output directory, never absolute paths.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
 import re
 import statistics
+import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,16 +40,26 @@ from typing import Any
 import yaml
 
 from . import report
+from .state import read_parts, write_parts
+from .study import StudyError
+from .trainrun import pause_reason
 
-__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "config_fingerprint", "finetune_once", "goal_lines", "pretrain", "run_finetune_benchmark", "summarize"]
+__all__ = ["DEFAULT_CONFIGS", "FinetuneError", "config_fingerprint", "finetune_once", "goal_lines", "pack_runs",
+           "pretrain", "restore_runs", "run_finetune_benchmark", "summarize"]
 
 #: Plain YOLOv5n first (the reference), then three attention configs.
 DEFAULT_CONFIGS = ("yolov5n.yaml", "yolov5n-local.yaml", "yolov5n-c3tr.yaml", "yolov5n-window.yaml")
 MAP = "metrics/mAP50-95(B)"
+PACK = "finetune.tar"  # parts: finetune.tar.000, .001, ...
+REPORT_RESERVE_S = 30.0  # of time_budget, kept for the report and the pack
 
 
 class FinetuneError(ValueError):
     """A request the benchmark cannot carry out (arguments, nothing finished to report), in one line."""
+
+
+class _OutOfTime(Exception):
+    """The launch's time budget would run out in the next epoch or run (raised between epochs: last.pt is complete)."""
 
 
 def _shown(path: str | Path, root: Path | None = None) -> str:
@@ -70,17 +89,51 @@ def _resumable(last: Path) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0
 
 
-def _train(yolo_cfg: str | Path, run: Path, **train_args: Any) -> Any:
-    """Train into ``run``: resume an interrupted run from its ``last.pt``, else start (again) from ``yolo_cfg``."""
+def _epoch_seconds(run: Path) -> list[float]:
+    """Seconds of each epoch in ``results.csv`` (differences of its ``time`` column, which restarts on a resume)."""
+    try:
+        with (run / "results.csv").open(newline="") as f:
+            times = [float(v) for r in csv.DictReader(f) for k, v in r.items() if k and k.strip() == "time" and v]
+    except (OSError, ValueError):
+        return []
+    return [b - a if b >= a else b for a, b in zip([0.0, *times], times)]
+
+
+def _stop_before_late_epochs(yolo: Any, run: Path, deadline: float) -> None:
+    """Raise :class:`_OutOfTime` at an epoch start when the epoch would end after ``deadline`` (the slowest of the
+    last epochs, :func:`~yolo_attn.bench.trainrun.pause_reason`); a resumed run starts from its recorded epochs."""
+    seen = {"prev": None, "cycles": _epoch_seconds(run)[-3:]}
+
+    def before_epoch(trainer: Any) -> None:
+        now = time.time()
+        if seen["prev"] is not None:
+            seen["cycles"].append(now - seen["prev"])
+        seen["prev"] = now
+        reason = pause_reason(now, deadline, seen["cycles"][-3:], None, 0, None)
+        if reason:
+            raise _OutOfTime(f"{run.name}: {reason}")
+
+    yolo.add_callback("on_train_epoch_start", before_epoch)
+
+
+def _train(yolo_cfg: str | Path, run: Path, deadline: float | None = None, **train_args: Any) -> Any:
+    """Train into ``run``: resume an interrupted run from its ``last.pt``, else start (again) from ``yolo_cfg``.
+
+    A resume may come from another machine (``restore=``): data, device, workers and the run folder are this
+    machine's. With a ``deadline``, training stops between epochs (:class:`_OutOfTime`) before passing it.
+    """
     from ..integration import YOLO
 
     last = run / "weights" / "last.pt"
-    if last.is_file() and _resumable(last):
-        yolo = YOLO(str(last))
-        yolo.train(resume=True)
-        return yolo
-    yolo = YOLO(str(yolo_cfg))
-    yolo.train(project=str(run.parent), name=run.name, exist_ok=True, plots=False, verbose=False, **train_args)
+    resume = last.is_file() and _resumable(last)
+    yolo = YOLO(str(last if resume else yolo_cfg))
+    if deadline is not None:
+        _stop_before_late_epochs(yolo, run, deadline)
+    if resume:
+        here = {k: train_args[k] for k in ("data", "device", "workers") if k in train_args}
+        yolo.train(resume=True, save_dir=str(run), **here)
+    else:
+        yolo.train(project=str(run.parent), name=run.name, exist_ok=True, plots=False, verbose=False, **train_args)
     return yolo
 
 
@@ -103,7 +156,7 @@ def _final_map(yolo: Any) -> float:
     return float(metrics.get(MAP, float("nan")))
 
 
-def pretrain(cfg: str, data: str, runs: Path, epochs: int, **train_args: Any) -> Path:
+def pretrain(cfg: str, data: str, runs: Path, epochs: int, deadline: float | None = None, **train_args: Any) -> Path:
     """Train the plain "pretrained" model from scratch (skipped when its run has finished before).
 
     Args:
@@ -111,6 +164,7 @@ def pretrain(cfg: str, data: str, runs: Path, epochs: int, **train_args: Any) ->
         data: Data YAML.
         runs: Directory of the benchmark's runs.
         epochs: Epochs.
+        deadline: ``time.time()`` by which training must have stopped (between epochs; None: no limit).
         **train_args: ``imgsz``, ``batch``, ``device``, ``seed``, ... for ``train``.
 
     Returns:
@@ -118,7 +172,7 @@ def pretrain(cfg: str, data: str, runs: Path, epochs: int, **train_args: Any) ->
     """
     run = runs / f"pretrain-{Path(cfg).stem}"
     if not _done(run):
-        yolo = _train(cfg, run, data=data, epochs=epochs, **train_args)
+        yolo = _train(cfg, run, deadline, data=data, epochs=epochs, **train_args)
         best = Path(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last)
         (run / "result.json").write_text(json.dumps({"weights": str(best.relative_to(run)), "map50_95": _final_map(yolo),
                                                      "epochs": epochs}))
@@ -171,7 +225,8 @@ def _config_with_nc(cfg: str, nc: int, where: Path) -> Path:
     return scaled
 
 
-def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, epochs: int, **train_args: Any) -> dict:
+def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, epochs: int,
+                  deadline: float | None = None, **train_args: Any) -> dict:
     """Step-0 validation and a fine-tune of one config and seed from the pretrained checkpoint (skipped when done
     before). The run directory is ``<runs>/<config>-seed<seed>``.
 
@@ -182,10 +237,12 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
         nc: Number of classes of ``data``.
         runs: Directory of the benchmark's runs.
         epochs: Fine-tuning epochs.
+        deadline: ``time.time()`` by which training must have stopped (between epochs; None: no limit).
         **train_args: ``imgsz``, ``batch``, ``device``, ``seed``, ... (also used for validation where they apply).
 
     Returns:
-        ``dict(config, seed, map50_95_step0, map50_95, transferred, stock_tensors, run, attn_gain)``.
+        ``dict(config, seed, map50_95_step0, map50_95, transferred, stock_tensors, run, attn_gain)``, plus ``wall_s``
+        (seconds from start to finish) when the run was not resumed.
     """
     from ..blocks import mean_gain
     from ..integration import YOLO
@@ -197,6 +254,9 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     done = _done(run)
     if done:
         return done
+    t0 = time.time()
+    last = run / "weights" / "last.pt"
+    resumed = last.is_file() and _resumable(last)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config_fingerprint").write_text(fingerprint + "\n")
     val_args = {k: train_args[k] for k in ("imgsz", "batch", "device") if k in train_args}
@@ -204,12 +264,103 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     step0 = start.val(data=data, plots=False, project=str(runs), name=f"{run.name}-step0", exist_ok=True,
                       verbose=False, **val_args)
     tr = start.transfer_report
-    yolo = _train(cfg, run, data=data, epochs=epochs, pretrained=str(pretrained), **train_args)
-    result = {"config": Path(cfg).stem, "seed": seed, "map50_95_step0": float(step0.box.map), "map50_95": _final_map(yolo),
-              "transferred": tr.transferred, "stock_tensors": tr.n_source, "run": run.name,
-              "attn_gain": mean_gain(yolo.model)}
+    yolo = _train(cfg, run, deadline, data=data, epochs=epochs, pretrained=str(pretrained), **train_args)
+    result = {"config": Path(cfg).stem, "seed": seed, "map50_95_step0": float(step0.box.map),
+              "map50_95": _final_map(yolo), "transferred": tr.transferred, "stock_tensors": tr.n_source,
+              "run": run.name, "attn_gain": mean_gain(yolo.model)}
+    if not resumed:  # the whole run in this launch: what the next start may take (time_budget)
+        result["wall_s"] = round(time.time() - t0, 1)
     (run / "result.json").write_text(json.dumps(result))
     return result
+
+
+def _check_run_fits(finished: list[dict], deadline: float | None) -> None:
+    """Raise :class:`_OutOfTime` when the slowest uninterrupted fine-tune so far would not end before ``deadline``."""
+    took = [r["wall_s"] for r in finished if r.get("wall_s")]
+    if deadline is not None and took and time.time() + max(took) > deadline:
+        raise _OutOfTime(f"the next fine-tune (~{max(took):.0f} s, the slowest so far) would end after the deadline")
+
+
+def pack_runs(out_dir: str | Path, dest: str | Path, pack_mb: float = 20.0) -> list[Path]:
+    """Write what the next launch needs as ``<dest>/finetune.tar.000``, ... (see :func:`restore_runs`).
+
+    Kept: every file of ``<out_dir>/finetune_runs`` except checkpoints; of the checkpoints, the finished pretraining's
+    weights (or an unfinished one's ``last.pt``) first, then unfinished fine-tunes' ``last.pt``, most epochs first,
+    while the total stays under ``pack_mb``. Unfinished runs' checkpoints travel with their optimizer state in
+    bfloat16 (:func:`_compact_checkpoint`: a YOLOv5n ``last.pt`` with AdamW 24 -> 15 MiB). A checkpoint left out is
+    named; its run starts again after a restore.
+
+    Args:
+        out_dir: The benchmark's output folder.
+        dest: Folder for the parts (created; earlier ``finetune.tar.*`` parts there are replaced).
+        pack_mb: Largest total in MiB.
+
+    Returns:
+        The part paths, in order.
+
+    Examples:
+        >>> parts = pack_runs(".ft", "out")  # doctest: +SKIP
+    """
+    out = Path(out_dir).resolve()
+    runs = out / "finetune_runs"
+    files = sorted(f for f in runs.rglob("*") if f.is_file() and f.suffix != ".pt" and f.name != ".lock")
+    ckpts = []  # (pretraining first, most epochs first, path)
+    for run in sorted(p for p in runs.glob("*") if p.is_dir()):
+        done, last, pre = _done(run), run / "weights" / "last.pt", run.name.startswith("pretrain-")
+        if pre and done:
+            ckpts.append((0, 0, run / done["weights"]))
+        elif not done and last.is_file() and _resumable(last):
+            ckpts.append((0 if pre else 1, -len(_epoch_seconds(run)), last))
+    ckpts.sort(key=lambda t: t[:2])
+    members = {str(f.relative_to(out)): f for f in files}
+    budget = pack_mb * 2**20 - sum(f.stat().st_size for f in files) - 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (*_, ckpt) in enumerate(ckpts):
+            name = str(ckpt.relative_to(out))
+            if ckpt.name == "last.pt":  # unfinished: optimizer state in bfloat16
+                ckpt = _compact_checkpoint(ckpt, Path(tmp) / f"{i}.pt")
+            size = ckpt.stat().st_size
+            if size <= budget:
+                members[name] = ckpt
+                budget -= size
+            else:
+                print(f"bench finetune: pack: {name} left out ({size / 2**20:.1f} MiB would pass pack_mb={pack_mb}); "
+                      "that run starts again after a restore", flush=True)
+        return write_parts(members, dest, PACK)
+
+
+def _compact_checkpoint(last: Path, dest: Path) -> Path:
+    """Write ``last.pt`` of an unfinished run to ``dest`` with its optimizer's float32 state (AdamW's moments: 4/5 of
+    a YOLOv5n checkpoint) in bfloat16. Resuming is unchanged but for the rounding (8 significant bits, fp32's range):
+    ``Optimizer.load_state_dict`` casts the state back to the parameters' dtype."""
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    for state in ckpt["optimizer"].get("state", {}).values():
+        for k, v in state.items():
+            if k != "step" and torch.is_tensor(v) and v.dtype == torch.float32:
+                state[k] = v.to(torch.bfloat16)
+    torch.save(ckpt, dest)
+    return dest
+
+
+def restore_runs(src: str | Path, out_dir: str | Path) -> int:
+    """Put the files packed by :func:`pack_runs` into ``out_dir`` (another path or machine is fine); a file that is
+    already there is kept. Returns the number of files written (0 when ``src`` holds no parts)."""
+    out = Path(out_dir)
+    written = 0
+    try:
+        members = read_parts(src, PACK)
+    except StudyError as e:
+        raise FinetuneError(str(e)) from None
+    for rel, content in members:
+        target = out.joinpath(*rel)
+        if rel[0] != "finetune_runs" or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        written += 1
+    return written
 
 
 def run_finetune_benchmark(
@@ -226,6 +377,10 @@ def run_finetune_benchmark(
     out_dir: str | Path = "benchmarks",
     command: str = "",
     train: bool = True,
+    time_budget: float | None = None,
+    restore: str | Path | None = None,
+    pack: str | Path | None = None,
+    pack_mb: float = 20.0,
 ) -> list[dict]:
     """Fine-tune every config from one pretrained plain YOLOv5 with one schedule; write ``finetune.{csv,md,png}``.
 
@@ -244,42 +399,79 @@ def run_finetune_benchmark(
         out_dir: Output directory.
         command: Command line recorded in the markdown header.
         train: False to write the report from the runs that have finished (``part=report``), training nothing.
+        time_budget: Minutes this call may take, report and pack included (None: until every run is done). Training
+            stops between epochs before it would pass the budget, and no fine-tune is started that the slowest
+            uninterrupted one so far says would not finish; the report then covers the runs finished so far.
+        restore: Folder with ``finetune.tar.*`` parts of an earlier launch to put into ``out_dir`` first (existing
+            files are kept; no parts: nothing to do).
+        pack: Folder to write this launch's ``finetune.tar.*`` parts into at the end (for the next launch's
+            ``restore``).
+        pack_mb: Largest pack in MiB: the pretrained checkpoint first, then unfinished runs' ``last.pt`` (most epochs
+            first) while they fit; one that does not fit restarts after a restore.
 
     Returns:
-        One row per run: ``config, seed, map50_95_step0, map50_95, delta, transferred, stock_tensors, run``.
+        One row per finished run: ``config, seed, map50_95_step0, map50_95, delta, transferred, stock_tensors, run``.
     """
     from ..checks import check_labels
     from ..integration import check_dataset_local
     from ..transfer import check_checkpoint_path
     from ..workflows import resolve_data
 
+    t_start = time.time()
     configs, seeds = list(configs), [int(x) for x in seeds]
     if not configs or not seeds or len(set(seeds)) != len(seeds):
         raise FinetuneError(f"configs={configs} and seeds={seeds} must be non-empty, seeds without repeats")
+    for key, value in (("time_budget", time_budget), ("pack_mb", pack_mb)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            unit = "minutes" if key == "time_budget" else "MiB"
+            raise FinetuneError(f"{key}={value!r} must be a number > 0 ({unit})")
     data = resolve_data(data)
     check_labels(data)
     nc = int(check_dataset_local(data)["nc"])
     out = Path(out_dir)
     runs = (out / "finetune_runs").resolve()
+    deadline = None if time_budget is None else t_start + 60 * time_budget - REPORT_RESERVE_S
     args = {"imgsz": imgsz, "batch": batch, "device": device, "deterministic": True, "val": False,
             **({"workers": workers} if workers is not None else {})}
     plan = [(seed, cfg) for seed in seeds for cfg in configs]
     if pretrained is None and train and not re.fullmatch(r"yolov5[nslmx]", Path(configs[0]).stem):
         raise FinetuneError(f"configs[0]={configs[0]} would be trained as the pretrained model, which must be plain "
                          "YOLOv5 (yolov5n.yaml ...): put it first, or pass pretrained=<stock-layout checkpoint>")
-    if pretrained is None:
-        pre = runs / f"pretrain-{Path(configs[0]).stem}"
-        weights = pretrain(configs[0], data, runs, pretrain_epochs, seed=seeds[0], **args) if train \
-            else pre / (_done(pre) or {}).get("weights", "weights/best.pt")
-        where = f"{configs[0]} trained {pretrain_epochs} epochs on the same data (run {_shown(weights, out)})"
-    else:
-        weights = check_checkpoint_path(pretrained, "pretrained").resolve()
-        where = f"{Path(str(pretrained)).name} (given)"
-    if train:
-        rows = [finetune_once(cfg, weights, data, nc, runs, epochs, seed=seed, **args)
-                for seed, cfg in report.progress(plan, desc="bench finetune")]
-    else:  # the report of the runs that have finished
-        rows = [r for r in (_done(runs / f"{Path(cfg).stem}-seed{seed}") for seed, cfg in plan) if r]
+    if restore is not None:
+        print(f"bench finetune: restored {restore_runs(restore, out)} file(s) into {_shown(runs, out)}", flush=True)
+
+    def finished() -> list[dict]:
+        return [r for r in (_done(runs / f"{Path(c).stem}-seed{s}") for s, c in plan) if r]
+
+    stopped = None
+    try:
+        if pretrained is None:
+            pre = runs / f"pretrain-{Path(configs[0]).stem}"
+            weights = pretrain(configs[0], data, runs, pretrain_epochs, deadline, seed=seeds[0], **args) if train \
+                else pre / (_done(pre) or {}).get("weights", "weights/best.pt")
+            where = f"{configs[0]} trained {pretrain_epochs} epochs on the same data (run {_shown(weights, out)})"
+        else:
+            weights = check_checkpoint_path(pretrained, "pretrained").resolve()
+            where = f"{Path(str(pretrained)).name} (given)"
+        if train:
+            rows = []
+            for seed, cfg in report.progress(plan, desc="bench finetune"):
+                if not _done(runs / f"{Path(cfg).stem}-seed{seed}"):
+                    _check_run_fits(finished(), deadline)
+                rows.append(finetune_once(cfg, weights, data, nc, runs, epochs, deadline, seed=seed, **args))
+    except _OutOfTime as e:
+        stopped = str(e)
+    finally:
+        if pack is not None:
+            parts = pack_runs(out, pack, pack_mb)
+            print(f"bench finetune: packed {_shown(runs, out)} into {len(parts)} part(s) in {_shown(pack)}", flush=True)
+    if stopped or not train:  # the report of the runs that have finished
+        rows = finished()
+        if stopped:
+            print(f"bench finetune: stopped within time_budget={time_budget} min ({stopped}); {len(rows)} of "
+                  f"{len(plan)} fine-tunes finished; run the same command again to go on", flush=True)
+            if not rows:
+                return []
         if not rows:
             raise FinetuneError(f"no finished fine-tuning run under {_shown(runs)} for configs={configs}, seeds={seeds}")
         seeds = sorted({r["seed"] for r in rows})

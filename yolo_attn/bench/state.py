@@ -13,11 +13,12 @@ import csv
 import io
 import json
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from .study import StudyError, append_ledger, read_ledger, run_key
 
-__all__ = ["pack_state", "unpack_state"]
+__all__ = ["pack_state", "read_parts", "unpack_state", "write_parts"]
 
 _SMALL_RUN_FILES = ("spec.json", "study.json", "progress.json", "result.json", "results.csv", "args.yaml")
 
@@ -74,20 +75,7 @@ def pack_state(study_dir: str | Path, dest: str | Path, part_mb: float = 15.0, m
         size = w.stat().st_size
         (kept if size <= budget else dropped).append(w)
         budget -= size if size <= budget else 0
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for p in [*small, *kept]:
-            tar.add(p, arcname=str(p.relative_to(study.parent)))
-    data = buf.getvalue()
-    dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("state.tar.*"):
-        old.unlink()
-    step = int(part_mb * 2**20)
-    parts = []
-    for i in range(0, max(len(data), 1), step):
-        part = dest / f"state.tar.{i // step:03d}"
-        part.write_bytes(data[i:i + step])
-        parts.append(part)
+    parts = write_parts({str(p.relative_to(study.parent)): p for p in [*small, *kept]}, dest, "state.tar", part_mb)
     for w in dropped:
         print(f"bench accuracy: pack: {w.parent.parent.name} left out ({w.stat().st_size / 2**20:.1f} MiB would pass "
               f"max_mb={max_mb}); it restarts from scratch after a restore")
@@ -111,28 +99,79 @@ def unpack_state(src: str | Path, study_dir: str | Path) -> int:
         >>> unpack_state("state_parts", "runs/accuracy-highway")  # doctest: +SKIP
         7
     """
-    parts = sorted(Path(src).glob("state.tar.[0-9][0-9][0-9]"))
-    if not parts:
-        return 0
     study = Path(study_dir)
-    data = b"".join(p.read_bytes() for p in parts)
     written = 0
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+    for rel, content in read_parts(src, "state.tar"):
+        if len(rel) < 2:
+            raise StudyError(f"restore: unexpected member {'/'.join(rel)!r} in state.tar.000 (not inside a study)")
+        target = study.joinpath(*rel[1:])
+        if rel[1:] == ("runs.csv",) and target.is_file():
+            written += _merge_ledger(study, content)
+            continue
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        written += 1
+    return written
+
+
+def write_parts(members: Mapping[str, Path], dest: str | Path, stem: str, part_mb: float = 15.0) -> list[Path]:
+    """Write files as one tar stream cut into ``<dest>/<stem>.000``, ``.001``, ...
+
+    Earlier ``<stem>.*`` parts in ``dest`` are replaced; ``dest`` is created.
+
+    Args:
+        members: Name in the stream (a relative path) -> file to write under that name.
+        dest: Folder for the parts.
+        stem: Part name without its number (``state.tar``).
+        part_mb: Largest part in MiB (device file transfers cap single files at 16 MiB).
+
+    Returns:
+        The part paths, in order (one, possibly empty, when there are no files).
+
+    Examples:
+        >>> parts = write_parts({"runs/a/result.json": Path("ft/runs/a/result.json")}, "out", "ft.tar")  # doctest: +SKIP
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, p in members.items():
+            tar.add(p, arcname=name)
+    data = buf.getvalue()
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob(f"{stem}.*"):
+        old.unlink()
+    step = int(part_mb * 2**20)
+    parts = []
+    for i in range(0, max(len(data), 1), step):
+        part = dest / f"{stem}.{i // step:03d}"
+        part.write_bytes(data[i:i + step])
+        parts.append(part)
+    return parts
+
+
+def read_parts(src: str | Path, stem: str) -> list[tuple[tuple[str, ...], bytes]]:
+    """The files packed by :func:`write_parts` as (relative path parts, content); none when ``src`` has no parts.
+
+    Raises:
+        StudyError: On a member with an absolute path, ``..`` or that is not a regular file (nothing is written).
+
+    Examples:
+        >>> [rel for rel, _ in read_parts("out", "finetune.tar")]  # doctest: +SKIP
+        [('finetune_runs', 'yolov5n-seed0', 'result.json')]
+    """
+    parts = sorted(Path(src).glob(f"{stem}.[0-9][0-9][0-9]"))
+    if not parts:
+        return []
+    members = []
+    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts)), mode="r") as tar:
         for m in tar.getmembers():
             rel = Path(m.name)
-            if rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2 or not m.isfile():
+            if rel.is_absolute() or ".." in rel.parts or not m.isfile():
                 raise StudyError(f"restore: unsafe or unexpected member {m.name!r} in {parts[0].name}")
-            target = study.joinpath(*rel.parts[1:])
-            content = tar.extractfile(m).read()
-            if rel.parts[1:] == ("runs.csv",) and target.is_file():
-                written += _merge_ledger(study, content)
-                continue
-            if target.exists():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            written += 1
-    return written
+            members.append((rel.parts, tar.extractfile(m).read()))
+    return members
 
 
 def _merge_ledger(study: Path, content: bytes) -> int:
