@@ -97,7 +97,9 @@ def test_stopped_run_resumes_from_last_pt_in_another_folder(tmp_path, shapes_dat
     first, pack = tmp_path / "machine1", tmp_path / "pack"
     common = ["bench", "accuracy", "configs=c3tr-ultralytics", "seeds=3", *TINY, "epochs=2", f"data={shapes_data}",
               "part=train"]
-    assert entrypoint([*common, f"runs={first}", "epochs_per_launch=1", f"pack={pack}", "pack_mb=40"]) == 0
+    # the default pack_mb=20 holds the unfinished checkpoint (24 MiB as ultralytics writes it) once its AdamW state
+    # travels in bfloat16
+    assert entrypoint([*common, f"runs={first}", "epochs_per_launch=1", f"pack={pack}"]) == 0
     run = first / "yolov5n-C3TR-ultralytics-s3"
     assert read_ledger(first) == [] and not (run / "result.json").exists()
     assert json.loads((run / "progress.json").read_text())["epoch"] == 1 and (run / "weights" / "last.pt").is_file()

@@ -76,6 +76,22 @@ def test_scale_letter_from_file_name():
     assert yolo_attn.YOLO("yolov5m-c3tr.yaml").model.yaml["scale"] == "m"  # bare name: shipped config
 
 
+@pytest.mark.parametrize("folder", ["run45m", "env2x"])
+def test_scale_letter_comes_from_the_file_name_not_the_folder(folder, tmp_path, monkeypatch):
+    # ultralytics drops the scale letter with a regex over the whole path: "run45m/" became "run45/" and the config
+    # "did not exist"; shipped configs live under the install folder, which may look like that too
+    import yolo_attn.integration as integration
+
+    cfg = tmp_path / folder / "cfg"
+    cfg.mkdir(parents=True)
+    for name in ("yolov5-local.yaml", "yolov5.yaml"):
+        (cfg / name).write_bytes((CONFIGS / name).read_bytes())
+    model = yolo_attn.YOLO(str(cfg / "yolov5s-local.yaml")).model
+    assert model.yaml["scale"] == "s" and model.yaml["yaml_file"] == str(cfg / "yolov5s-local.yaml")
+    monkeypatch.setattr(integration, "CONFIG_DIR", cfg)  # a bare name resolved in such an install folder
+    assert ultralytics.YOLO(integration.resolve_config("yolov5n.yaml")).model.yaml["scale"] == "n"
+
+
 def test_plain_ultralytics_yolo_builds_after_import():
     m = ultralytics.YOLO(str(CONFIGS / "yolov5s-c3tr.yaml"))
     assert type(m.model.model[8]).__name__ == "C3Attn"

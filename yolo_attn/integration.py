@@ -7,6 +7,9 @@ This is the only module that touches ultralytics internals. It
   own C3 / C3TR: ``c1`` = the real output channels of its ``from`` layer, ``c2`` = the YAML's first argument scaled
   by the width multiple and capped by ``max_channels``, and the repeat count scaled by the depth multiple;
 - turns an unknown YAML module name into an error that names the name, the layer and what is available;
+- wraps ``yaml_model_load`` so that a scaled config name (``yolov5n-local.yaml`` -> ``yolov5-local.yaml`` + scale
+  ``n``) resolves in any folder: ultralytics drops the scale letter with a regex over the whole path string, so a
+  folder such as ``run45m`` or ``env2x`` lost a letter and the config "did not exist";
 - puts our classes on torch's safe-globals list (``ULTRALYTICS_SAFE_LOAD=1``);
 - provides the :class:`YOLO` model class and the :class:`AttnDetectionTrainer` that DDP workers import;
 - loads pretrained weights through ultralytics' own transfer (``DetectionModel.load``) after the checks of
@@ -223,6 +226,39 @@ def install() -> None:
 
     parse_model._yolo_attn_original = original
     tasks.parse_model = parse_model
+    _install_yaml_model_load()
+
+
+def _install_yaml_model_load() -> None:
+    """Wrap ``yaml_model_load`` where ultralytics calls it (tasks, and the name engine.model imported)."""
+    import ultralytics.engine.model as engine_model
+
+    original = tasks.yaml_model_load
+
+    @functools.wraps(original)
+    def yaml_model_load(path: str | Path) -> dict:
+        return _yaml_model_load(original, path)
+
+    yaml_model_load._yolo_attn_original = original
+    for module in (tasks, engine_model):
+        if getattr(module, "yaml_model_load", None) is original:
+            module.yaml_model_load = yaml_model_load
+
+
+def _yaml_model_load(original: Callable[[Any], dict], path: str | Path) -> dict:
+    """ultralytics' ``yaml_model_load``, with the scale letter dropped from the file name only.
+
+    A scaled name that does not exist as a file (``<dir>/yolov5n-local.yaml``) is read from its unscaled sibling
+    (``<dir>/yolov5-local.yaml``); the scale and ``yaml_file`` still come from the name as given, as ultralytics
+    intends. Everything else goes to the original unchanged.
+    """
+    p = Path(path)
+    unified = p.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix)
+    if unified == p or p.exists() or not unified.is_file():
+        return original(path)
+    d = original(unified)
+    d["scale"], d["yaml_file"] = tasks.guess_model_scale(p), str(p)
+    return d
 
 
 def _resolves_in_ultralytics(name: str) -> bool:

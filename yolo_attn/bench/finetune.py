@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from . import report
-from .state import read_parts, write_parts
+from .state import compact_checkpoint, read_parts, write_parts
 from .study import StudyError
 from .trainrun import pause_reason
 
@@ -287,7 +287,7 @@ def pack_runs(out_dir: str | Path, dest: str | Path, pack_mb: float = 20.0) -> l
     Kept: every file of ``<out_dir>/finetune_runs`` except checkpoints; of the checkpoints, the finished pretraining's
     weights (or an unfinished one's ``last.pt``) first, then unfinished fine-tunes' ``last.pt``, most epochs first,
     while the total stays under ``pack_mb``. Unfinished runs' checkpoints travel with their optimizer state in
-    bfloat16 (:func:`_compact_checkpoint`: a YOLOv5n ``last.pt`` with AdamW 24 -> 15 MiB). A checkpoint left out is
+    bfloat16 (:func:`~yolo_attn.bench.state.compact_checkpoint`: a YOLOv5n ``last.pt`` with AdamW 24 -> 15 MiB). A checkpoint left out is
     named; its run starts again after a restore.
 
     Args:
@@ -318,7 +318,7 @@ def pack_runs(out_dir: str | Path, dest: str | Path, pack_mb: float = 20.0) -> l
         for i, (*_, ckpt) in enumerate(ckpts):
             name = str(ckpt.relative_to(out))
             if ckpt.name == "last.pt":  # unfinished: optimizer state in bfloat16
-                ckpt = _compact_checkpoint(ckpt, Path(tmp) / f"{i}.pt")
+                ckpt = compact_checkpoint(ckpt, Path(tmp) / f"{i}.pt")
             size = ckpt.stat().st_size
             if size <= budget:
                 members[name] = ckpt
@@ -327,21 +327,6 @@ def pack_runs(out_dir: str | Path, dest: str | Path, pack_mb: float = 20.0) -> l
                 print(f"bench finetune: pack: {name} left out ({size / 2**20:.1f} MiB would pass pack_mb={pack_mb}); "
                       "that run starts again after a restore", flush=True)
         return write_parts(members, dest, PACK)
-
-
-def _compact_checkpoint(last: Path, dest: Path) -> Path:
-    """Write ``last.pt`` of an unfinished run to ``dest`` with its optimizer's float32 state (AdamW's moments: 4/5 of
-    a YOLOv5n checkpoint) in bfloat16. Resuming is unchanged but for the rounding (8 significant bits, fp32's range):
-    ``Optimizer.load_state_dict`` casts the state back to the parameters' dtype."""
-    import torch
-
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    for state in ckpt["optimizer"].get("state", {}).values():
-        for k, v in state.items():
-            if k != "step" and torch.is_tensor(v) and v.dtype == torch.float32:
-                state[k] = v.to(torch.bfloat16)
-    torch.save(ckpt, dest)
-    return dest
 
 
 def restore_runs(src: str | Path, out_dir: str | Path) -> int:

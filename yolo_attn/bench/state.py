@@ -2,7 +2,8 @@
 
 :func:`pack_state` writes the folder minus everything that can be rebuilt (best.pt, finished runs' weights) as one
 tar stream cut into ``state.tar.000``, ``.001``, ... of at most ``part_mb`` MiB; unfinished runs' ``last.pt`` go in,
-most advanced first, while the total stays under ``max_mb``. :func:`unpack_state` restores the parts into a study
+most advanced first, with their optimizer state in bfloat16 (:func:`compact_checkpoint`), while the total stays
+under ``max_mb``. :func:`unpack_state` restores the parts into a study
 folder of any path without overwriting a file that is there (it is as new or newer) and merges the ledgers row by
 row, so restoring on the machine the study still lives on changes nothing.
 """
@@ -12,13 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from .study import StudyError, append_ledger, read_ledger, run_key
 
-__all__ = ["pack_state", "read_parts", "unpack_state", "write_parts"]
+__all__ = ["compact_checkpoint", "pack_state", "read_parts", "unpack_state", "write_parts"]
 
 _SMALL_RUN_FILES = ("spec.json", "study.json", "progress.json", "result.json", "results.csv", "args.yaml")
 
@@ -70,14 +73,20 @@ def pack_state(study_dir: str | Path, dest: str | Path, part_mb: float = 15.0, m
         raise StudyError(f"pack: {study.name} is not a study folder (no study.yaml)")
     small, weights = _state_files(study)
     budget = max_mb * 2**20 - sum(p.stat().st_size for p in small) - 2**20
-    kept, dropped = [], []
-    for w in weights:
-        size = w.stat().st_size
-        (kept if size <= budget else dropped).append(w)
-        budget -= size if size <= budget else 0
-    parts = write_parts({str(p.relative_to(study.parent)): p for p in [*small, *kept]}, dest, "state.tar", part_mb)
-    for w in dropped:
-        print(f"bench accuracy: pack: {w.parent.parent.name} left out ({w.stat().st_size / 2**20:.1f} MiB would pass "
+    members = {str(p.relative_to(study.parent)): p for p in small}
+    dropped = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, w in enumerate(weights):
+            sent = compact_checkpoint(w, Path(tmp) / f"{i}.pt")
+            size = sent.stat().st_size
+            if size <= budget:
+                members[str(w.relative_to(study.parent))] = sent
+                budget -= size
+            else:
+                dropped.append((w, size))
+        parts = write_parts(members, dest, "state.tar", part_mb)
+    for w, size in dropped:
+        print(f"bench accuracy: pack: {w.parent.parent.name} left out ({size / 2**20:.1f} MiB would pass "
               f"max_mb={max_mb}); it restarts from scratch after a restore")
     return parts
 
@@ -114,6 +123,41 @@ def unpack_state(src: str | Path, study_dir: str | Path) -> int:
         target.write_bytes(content)
         written += 1
     return written
+
+
+def compact_checkpoint(last: Path, dest: Path) -> Path:
+    """Write an unfinished run's ``last.pt`` to ``dest`` with its optimizer's float32 state in bfloat16.
+
+    AdamW's two moment buffers are 4/5 of a YOLOv5n ``last.pt`` as ultralytics writes it (24.3 MiB; 14.7 MiB after
+    this). Resuming is unchanged but for the rounding (8 significant bits, float32's range, so no squared gradient
+    underflows as it would in float16): ``Optimizer.load_state_dict`` casts the state back to the parameters' dtype.
+    A file that is not such a checkpoint is copied as it is.
+
+    Args:
+        last: The checkpoint.
+        dest: Where to write the compact copy.
+
+    Returns:
+        ``dest``.
+
+    Examples:
+        >>> compact_checkpoint(Path("runs/s/yolov5n-s0/weights/last.pt"), Path("0.pt")).stat().st_size  # doctest: +SKIP
+        15400960
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        states = ckpt["optimizer"]["state"].values()
+    except Exception:  # noqa: BLE001 - not a resumable checkpoint (e.g. cut short by a kill): sent as it is
+        shutil.copyfile(last, dest)
+        return dest
+    for state in states:
+        for k, v in state.items():
+            if k != "step" and torch.is_tensor(v) and v.dtype == torch.float32:
+                state[k] = v.to(torch.bfloat16)
+    torch.save(ckpt, dest)
+    return dest
 
 
 def write_parts(members: Mapping[str, Path], dest: str | Path, stem: str, part_mb: float = 15.0) -> list[Path]:
