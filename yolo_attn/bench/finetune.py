@@ -287,8 +287,8 @@ def pack_runs(out_dir: str | Path, dest: str | Path, pack_mb: float = 20.0) -> l
     Kept: every file of ``<out_dir>/finetune_runs`` except checkpoints; of the checkpoints, the finished pretraining's
     weights (or an unfinished one's ``last.pt``) first, then unfinished fine-tunes' ``last.pt``, most epochs first,
     while the total stays under ``pack_mb``. Unfinished runs' checkpoints travel with their optimizer state in
-    bfloat16 (:func:`~yolo_attn.bench.state.compact_checkpoint`: a YOLOv5n ``last.pt`` with AdamW 24 -> 15 MiB). A checkpoint left out is
-    named; its run starts again after a restore.
+    bfloat16 (:func:`~yolo_attn.bench.state.compact_checkpoint`: a YOLOv5n ``last.pt`` with AdamW 24 -> 15 MiB).
+    A checkpoint left out is named; its run starts again after a restore.
 
     Args:
         out_dir: The benchmark's output folder.
