@@ -521,7 +521,7 @@ FAULTS: tuple[Fault, ...] = (
           "        elif not done and last.is_file() and _resumable(last):",
           "        elif not done and not pre and last.is_file() and _resumable(last):",
           "tests/test_transfer.py::test_bench_finetune_tiny_resumable", "",
-          "bench finetune's pack leaves out an unfinished pretraining's last.pt: every launch restarts the pretraining"),
+          "bench finetune's pack leaves out an unfinished pretraining's last.pt: each launch restarts the pretraining"),
     Fault("finetune-starts-late-run", "yolo_attn/bench/finetune.py",
           "    if deadline is not None and took and time.time() + max(took) > deadline:",
           "    if deadline is not None and took and time.time() + min(took) > deadline:",
@@ -531,7 +531,7 @@ FAULTS: tuple[Fault, ...] = (
           "    d = original(unified)\n",
           "    d = original(path)\n",
           "tests/test_foundation.py::test_scale_letter_comes_from_the_file_name_not_the_folder", "",
-          "a scaled config name is resolved by ultralytics' regex over the whole path (a folder 'run45m' loses a letter)"),
+          "a scaled config name resolved by ultralytics' regex over the whole path (a folder 'run45m' loses a letter)"),
     # ---- export matrix parity cell (bench/export_matrix.py)
     Fault("matrix-min-diff", "yolo_attn/bench/export_matrix.py",
           "worst = max(worst, float((got - expected).abs().max()))",

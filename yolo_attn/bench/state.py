@@ -175,7 +175,7 @@ def write_parts(members: Mapping[str, Path], dest: str | Path, stem: str, part_m
         The part paths, in order (one, possibly empty, when there are no files).
 
     Examples:
-        >>> parts = write_parts({"runs/a/result.json": Path("ft/runs/a/result.json")}, "out", "ft.tar")  # doctest: +SKIP
+        >>> parts = write_parts({"a/result.json": Path("ft/a/result.json")}, "out", "ft.tar")  # doctest: +SKIP
     """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
