@@ -40,6 +40,17 @@ def _parts(name: str | Path) -> tuple[str, str, str]:
     return m.group(1), m.group(2), m.group(3)
 
 
+def unscaled(path: str | Path) -> Path:
+    """``path`` with the scale letter dropped from its file name only, the file ultralytics reads for a scaled name.
+
+    Examples:
+        >>> unscaled("run45m/yolov5n-local.yaml").as_posix()
+        'run45m/yolov5-local.yaml'
+    """
+    p = Path(str(path))
+    return p.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix)
+
+
 def family(name: str | Path) -> str:
     """The family of a config name: ``yolov5``, ``yolov8``, ``yolo11`` (or another ultralytics family, e.g. ``yolo12``)."""
     return _parts(name)[0]

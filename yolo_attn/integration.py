@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
-import re
 import shutil
 import sys
 from copy import deepcopy
@@ -46,7 +45,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 
 from . import transfer
 from .attention.tiling import fixed_sizes
-from .configs import CONFIG_DIR
+from .configs import CONFIG_DIR, unscaled
 from .export_checks import check_export_request, check_exported
 
 __all__ = [
@@ -252,8 +251,7 @@ def _yaml_model_load(original: Callable[[Any], dict], path: str | Path) -> dict:
     (``<dir>/yolov5-local.yaml``); the scale and ``yaml_file`` still come from the name as given, as ultralytics
     intends. Everything else goes to the original unchanged.
     """
-    p = Path(path)
-    unified = p.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix)
+    p, unified = Path(path), unscaled(path)
     if unified == p or p.exists() or not unified.is_file():
         return original(path)
     d = original(unified)
@@ -539,8 +537,7 @@ def resolve_config(model: str | Path) -> str | Path:
     """
     if not isinstance(model, (str, Path)) or Path(model).suffix.lower() not in {".yaml", ".yml"}:
         return model
-    p = Path(model)
-    unified = p.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix)
+    p, unified = Path(model), unscaled(model)
     if p.exists() or unified.exists():
         return model
     if len(p.parts) == 1 and (CONFIG_DIR / unified.name).exists():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from .checks import (
     check_labels,
     load_model,
 )
+from .configs import unscaled
 from .data import shapes_dataset
 from .integration import YOLO
 from .transfer import check_checkpoint_path
@@ -80,8 +80,7 @@ def default_model() -> str:
         A bare config name that :func:`yolo_attn.integration.resolve_config` resolves.
     """
     name = integration.DEFAULT_MODEL
-    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(name).stem) + Path(name).suffix  # as ultralytics
-    return name if (integration.CONFIG_DIR / unified).exists() else FALLBACK_MODEL
+    return name if (integration.CONFIG_DIR / unscaled(name)).exists() else FALLBACK_MODEL
 
 
 def resolve_model(model: str | Path | None) -> str:

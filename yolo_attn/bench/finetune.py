@@ -16,7 +16,7 @@ training resumes from its ``last.pt``. For machines that lend a device in capped
 stops between epochs before it runs out (``last.pt`` is complete then) and starts no fine-tune that the slowest one
 finished so far says would not fit; ``pack=DIR`` writes what the next launch needs (every run's small files, the
 pretrained checkpoint, unfinished runs' ``last.pt`` while under ``pack_mb``) as ``finetune.tar.NNN`` parts and
-``restore=DIR`` puts them back, never overwriting a file (:func:`yolo_attn.bench.state.write_parts`).
+``restore=DIR`` puts them back, never overwriting a file (:func:`yolo_attn.bench.state.write_pack`).
 
 A run records the fingerprint of its config's layers (``config_fingerprint``); a run folder whose config has
 changed since is refused in one line instead of being reused or overwritten. Reports name files relative to the
@@ -31,7 +31,6 @@ import json
 import math
 import re
 import statistics
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,8 +38,9 @@ from typing import Any
 
 import yaml
 
+from ..configs import unscaled
 from . import report
-from .state import compact_checkpoint, read_parts, write_parts
+from .state import read_parts, write_pack
 from .study import StudyError
 from .trainrun import pause_reason
 
@@ -220,8 +220,7 @@ def _config_with_nc(cfg: str, nc: int, where: Path) -> Path:
     d["nc"] = nc
     where.mkdir(parents=True, exist_ok=True)
     scaled = where / Path(cfg).name
-    unscaled = scaled.with_name(re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", scaled.stem) + scaled.suffix)
-    unscaled.write_text(yaml.safe_dump(d, sort_keys=False))
+    unscaled(scaled).write_text(yaml.safe_dump(d, sort_keys=False))
     return scaled
 
 
@@ -255,8 +254,6 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     if done:
         return done
     t0 = time.time()
-    last = run / "weights" / "last.pt"
-    resumed = last.is_file() and _resumable(last)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config_fingerprint").write_text(fingerprint + "\n")
     val_args = {k: train_args[k] for k in ("imgsz", "batch", "device") if k in train_args}
@@ -268,7 +265,7 @@ def finetune_once(cfg: str, pretrained: Path, data: str, nc: int, runs: Path, ep
     result = {"config": Path(cfg).stem, "seed": seed, "map50_95_step0": float(step0.box.map),
               "map50_95": _final_map(yolo), "transferred": tr.transferred, "stock_tensors": tr.n_source,
               "run": run.name, "attn_gain": mean_gain(yolo.model)}
-    if not resumed:  # the whole run in this launch: what the next start may take (time_budget)
+    if not yolo.trainer.resume:  # the whole run in this launch: what the next start may take (time_budget)
         result["wall_s"] = round(time.time() - t0, 1)
     (run / "result.json").write_text(json.dumps(result))
     return result
@@ -312,21 +309,12 @@ def pack_runs(out_dir: str | Path, dest: str | Path, pack_mb: float = 20.0) -> l
         elif not done and last.is_file() and _resumable(last):
             ckpts.append((0 if pre else 1, -len(_epoch_seconds(run)), last))
     ckpts.sort(key=lambda t: t[:2])
-    members = {str(f.relative_to(out)): f for f in files}
-    budget = pack_mb * 2**20 - sum(f.stat().st_size for f in files) - 2**20
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (*_, ckpt) in enumerate(ckpts):
-            name = str(ckpt.relative_to(out))
-            if ckpt.name == "last.pt":  # unfinished: optimizer state in bfloat16
-                ckpt = compact_checkpoint(ckpt, Path(tmp) / f"{i}.pt")
-            size = ckpt.stat().st_size
-            if size <= budget:
-                members[name] = ckpt
-                budget -= size
-            else:
-                print(f"bench finetune: pack: {name} left out ({size / 2**20:.1f} MiB would pass pack_mb={pack_mb}); "
-                      "that run starts again after a restore", flush=True)
-        return write_parts(members, dest, PACK)
+    parts, dropped = write_pack({str(f.relative_to(out)): f for f in files},
+                                [(str(c.relative_to(out)), c) for *_, c in ckpts], dest, PACK, pack_mb)
+    for name, mib in dropped:
+        print(f"bench finetune: pack: {name} left out ({mib:.1f} MiB would pass pack_mb={pack_mb}); that run starts "
+              "again after a restore", flush=True)
+    return parts
 
 
 def restore_runs(src: str | Path, out_dir: str | Path) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .study import StudyError, append_ledger, read_ledger, run_key
 
-__all__ = ["compact_checkpoint", "pack_state", "read_parts", "unpack_state", "write_parts"]
+__all__ = ["compact_checkpoint", "pack_state", "read_parts", "unpack_state", "write_pack", "write_parts"]
 
 _SMALL_RUN_FILES = ("spec.json", "study.json", "progress.json", "result.json", "results.csv", "args.yaml")
 
@@ -72,22 +72,12 @@ def pack_state(study_dir: str | Path, dest: str | Path, part_mb: float = 15.0, m
     if not (study / "study.yaml").is_file():
         raise StudyError(f"pack: {study.name} is not a study folder (no study.yaml)")
     small, weights = _state_files(study)
-    budget = max_mb * 2**20 - sum(p.stat().st_size for p in small) - 2**20
-    members = {str(p.relative_to(study.parent)): p for p in small}
-    dropped = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, w in enumerate(weights):
-            sent = compact_checkpoint(w, Path(tmp) / f"{i}.pt")
-            size = sent.stat().st_size
-            if size <= budget:
-                members[str(w.relative_to(study.parent))] = sent
-                budget -= size
-            else:
-                dropped.append((w, size))
-        parts = write_parts(members, dest, "state.tar", part_mb)
-    for w, size in dropped:
-        print(f"bench accuracy: pack: {w.parent.parent.name} left out ({size / 2**20:.1f} MiB would pass "
-              f"max_mb={max_mb}); it restarts from scratch after a restore")
+    parts, dropped = write_pack({str(p.relative_to(study.parent)): p for p in small},
+                                [(str(w.relative_to(study.parent)), w) for w in weights], dest, "state.tar", max_mb,
+                                part_mb)
+    for name, mib in dropped:
+        print(f"bench accuracy: pack: {Path(name).parts[-3]} left out ({mib:.1f} MiB would pass max_mb={max_mb}); it "
+              "restarts from scratch after a restore")
     return parts
 
 
@@ -131,7 +121,7 @@ def compact_checkpoint(last: Path, dest: Path) -> Path:
     AdamW's two moment buffers are 4/5 of a YOLOv5n ``last.pt`` as ultralytics writes it (24.3 MiB; 14.7 MiB after
     this). Resuming is unchanged but for the rounding (8 significant bits, float32's range, so no squared gradient
     underflows as it would in float16): ``Optimizer.load_state_dict`` casts the state back to the parameters' dtype.
-    A file that is not such a checkpoint is copied as it is.
+    A file that is not such a checkpoint (a finished run's, one cut short by a kill) is copied as it is.
 
     Args:
         last: The checkpoint.
@@ -158,6 +148,46 @@ def compact_checkpoint(last: Path, dest: Path) -> Path:
                 state[k] = v.to(torch.bfloat16)
     torch.save(ckpt, dest)
     return dest
+
+
+def write_pack(
+    files: dict[str, Path],
+    checkpoints: list[tuple[str, Path]],
+    dest: str | Path,
+    stem: str,
+    max_mb: float,
+    part_mb: float = 15.0,
+) -> tuple[list[Path], list[tuple[str, float]]]:
+    """:func:`write_parts` of ``files`` plus, in the order given, each checkpoint (:func:`compact_checkpoint`) that
+    still fits under ``max_mb`` in all (1 MiB kept for the tar headers).
+
+    Args:
+        files: Name in the stream -> file; always written.
+        checkpoints: (name in the stream, checkpoint), most wanted first.
+        dest: Folder for the parts.
+        stem: Part name without its number.
+        max_mb: Largest total in MiB.
+        part_mb: Largest part in MiB.
+
+    Returns:
+        The part paths, and (name, MiB) of every checkpoint left out.
+
+    Examples:
+        >>> parts, left_out = write_pack({}, [("a/last.pt", Path("a/last.pt"))], "out", "ft.tar", 20)  # doctest: +SKIP
+    """
+    members = dict(files)
+    budget = max_mb * 2**20 - sum(p.stat().st_size for p in files.values()) - 2**20
+    dropped = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, ckpt) in enumerate(checkpoints):
+            sent = compact_checkpoint(ckpt, Path(tmp) / f"{i}.pt")
+            size = sent.stat().st_size
+            if size <= budget:
+                members[name] = sent
+                budget -= size
+            else:
+                dropped.append((name, size / 2**20))
+        return write_parts(members, dest, stem, part_mb), dropped
 
 
 def write_parts(members: Mapping[str, Path], dest: str | Path, stem: str, part_mb: float = 15.0) -> list[Path]:
